@@ -1,0 +1,8 @@
+"""bhcl: hierarchical fine-grained oriented object detection (OpenMMLab plugin).
+
+``import bhcl`` registers every dataset, transform, model, loss, metric and hook
+into the mmengine / mmdet / mmrotate registries.
+"""
+from .version import __version__
+
+__all__ = ['__version__']
