@@ -1,0 +1,9 @@
+from .dota_txt import AnnotationError, format_dota_line, parse_dota_txt
+from .hierarchical_dota import HierarchicalDOTADataset
+from .multi_view import MultiViewDataset, multiview_collate
+from .synthetic import generate_synthetic_dataset
+
+__all__ = [
+    'AnnotationError', 'parse_dota_txt', 'format_dota_line', 'HierarchicalDOTADataset',
+    'MultiViewDataset', 'multiview_collate', 'generate_synthetic_dataset'
+]
