@@ -46,3 +46,4 @@ label_tree = dict(
     # 'other-ship|vehicle|airplane' objects are reallocated to Ship/Vehicle/Airplane.
     other_patterns=[r'^other-(.+)$'],
 )
+num_classes = len(label_tree['paths'])

@@ -60,3 +60,4 @@ label_tree = dict(
     aliases={'Auxiliary Ships': 'Auxiliary Ship'},
     ignore=['Dock'],
 )
+num_classes = len(label_tree['paths'])

@@ -22,3 +22,4 @@ label_tree = dict(
     ],
     other_patterns=[r'^Other[ _](.+)$'],
 )
+num_classes = len(label_tree['paths'])

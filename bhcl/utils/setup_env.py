@@ -1,0 +1,44 @@
+"""Config set-up shared by tools/train.py and tools/test.py."""
+import os.path as osp
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+
+def setup_cfg(config: str, launcher: str = 'none', work_dir=None, cfg_options=None) -> Config:
+    """Load ``config`` and apply the common command-line overrides.
+
+    * ``cfg_options`` are merged, ``work_dir`` defaults to
+      ``./work_dirs/<config name>``;
+    * a distributed launch without CUDA switches the ``nccl`` backend to
+      ``gloo`` so that ``dist_train.sh`` also runs on CPU.
+    """
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    if launcher != 'none' and not torch.cuda.is_available():
+        dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+        if dist_cfg.get('backend', 'nccl') == 'nccl':
+            print_log('no CUDA device: using the gloo backend for distributed training',
+                      logger='current')
+            dist_cfg['backend'] = 'gloo'
+    return cfg
+
+
+def add_common_args(parser) -> None:
+    """``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``."""
+    from mmengine.config import DictAction
+    parser.add_argument('--work-dir', help='folder for logs, checkpoints and metrics')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, e.g. train_cfg.max_epochs=2')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torchrun sets LOCAL_RANK; torch.distributed.launch passes --local-rank
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
