@@ -16,3 +16,33 @@ def tree_config(name: str) -> dict:
     """The ``label_tree`` dict of ``configs/_base_/datasets/<name>_label_tree.py``."""
     import runpy
     return runpy.run_path(osp.join(CONFIG_DIR, '_base_', 'datasets', f'{name}_label_tree.py'))['label_tree']
+
+
+SMOKE_CONFIG = osp.join(CONFIG_DIR, 'synthetic',
+                        'rotated-retinanet-le90_r18-fpn_1xb4-12e_synthetic.py')
+
+
+@pytest.fixture(scope='session')
+def tiny_synthetic(tmp_path_factory):
+    """A tiny synthetic dataset (8 train / 4 val images of 128 px), made once."""
+    from bhcl.datasets.synthetic import SyntheticConfig, generate_synthetic_dataset
+    out = tmp_path_factory.mktemp('synthetic')
+    cfg = SyntheticConfig(num_train=8, num_val=4, img_size=128, min_length=20, max_length=44,
+                          seed=1)
+    generate_synthetic_dataset(str(out), tree_config('synthetic'), cfg)
+    return str(out) + '/'
+
+
+def smoke_overrides(data_root: str, max_epochs: int = 1) -> dict:
+    """cfg-options that point the smoke config at ``data_root`` and shorten it."""
+    return {
+        'train_dataloader.dataset.data_root': data_root,
+        'val_dataloader.dataset.data_root': data_root,
+        'test_dataloader.dataset.data_root': data_root,
+        'train_dataloader.batch_size': 2,
+        'train_cfg.max_epochs': max_epochs,
+        'train_cfg.val_interval': 1,
+        'default_hooks.checkpoint.interval': 1,
+        'default_hooks.logger.interval': 1,
+        'randomness.seed': 0,
+    }

@@ -1,0 +1,133 @@
+import hashlib
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+from shapely.geometry import Polygon
+
+from bhcl.datasets.dota_txt import parse_dota_txt
+from bhcl.datasets.synthetic import (SyntheticConfig, class_styles, generate_synthetic_dataset,
+                                     leaf_frequencies)
+from bhcl.structures.label_tree import LabelTree
+from tests.conftest import tree_config
+
+TREE_CFG = tree_config('synthetic')
+TREE = LabelTree.from_config(TREE_CFG)
+
+
+def digest(folder):
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(folder)):
+        for f in sorted(files):
+            if f != 'meta.json':
+                h.update(open(osp.join(root, f), 'rb').read())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp('syn')
+    cfg = SyntheticConfig(num_train=40, num_val=4, img_size=160, seed=3)
+    meta = generate_synthetic_dataset(str(out), TREE_CFG, cfg)
+    return out, cfg, meta
+
+
+def test_tree_has_three_levels_and_two_families():
+    assert TREE.num_levels >= 3
+    assert len(TREE.nodes_at_level(0)) == 2
+
+
+def test_deterministic_and_kept_when_settings_match(dataset, tmp_path):
+    out, cfg, meta = dataset
+    other = tmp_path / 'again'
+    generate_synthetic_dataset(str(other), TREE_CFG, cfg)
+    assert digest(out) == digest(other)
+    stamp = os.path.getmtime(other / 'train' / 'images' / 'train_00000.png')
+    assert generate_synthetic_dataset(str(other), TREE_CFG, cfg) == meta
+    assert os.path.getmtime(other / 'train' / 'images' / 'train_00000.png') == stamp
+    changed = generate_synthetic_dataset(str(other), TREE_CFG, SyntheticConfig(
+        num_train=40, num_val=4, img_size=160, seed=4))
+    assert digest(other) != digest(out) and changed != meta
+
+
+def read_split(out, split):
+    objs = []
+    for f in sorted(os.listdir(out / split / 'labelTxt')):
+        res = parse_dota_txt(str(out / split / 'labelTxt' / f), TREE)
+        assert res.skipped == {'header': 2}
+        objs.append(res.objects)
+    return objs
+
+
+def test_annotations_parse_and_cover_the_tree(dataset):
+    out, cfg, meta = dataset
+    per_image = read_split(out, 'train')
+    assert len(per_image) == cfg.num_train
+    assert len(os.listdir(out / 'train' / 'images')) == cfg.num_train
+    counts = [len(o) for o in per_image]
+    assert min(counts) >= 2 and max(counts) <= cfg.max_objects
+    objs = [o for img in per_image for o in img]
+    names = {o.name for o in objs}
+    assert any(' ' in n for n in names)
+    others = [o for o in objs if o.name.startswith('Other ')]
+    assert others and all(not TREE.is_leaf(o.label) for o in others)
+    assert sum(meta['counts']['train'].values()) == len(objs)
+
+
+def test_long_tailed_leaves(dataset):
+    w = leaf_frequencies(TREE, imbalance=30.0, seed=0)
+    assert set(w) == set(TREE.leaf_ids)
+    assert max(w.values()) / min(w.values()) == pytest.approx(30.0)
+    out, _, _ = dataset
+    objs = [o for img in read_split(out, 'train') for o in img if TREE.is_leaf(o.label)]
+    counts = np.bincount([o.label for o in objs], minlength=TREE.num_classes)[list(TREE.leaf_ids)]
+    assert counts.max() >= 10 * max(counts.min(), 1)
+
+
+def test_border_and_overlapping_objects(dataset):
+    out, cfg, _ = dataset
+    per_image = read_split(out, 'train')
+    size = cfg.img_size
+    truncated = [o for img in per_image for o in img if o.difficulty == 1]
+    assert truncated
+    for o in truncated:
+        xs, ys = o.poly[0::2], o.poly[1::2]
+        assert min(xs) < 0 or min(ys) < 0 or max(xs) > size or max(ys) > size
+    overlaps = 0
+    for img in per_image:
+        polys = [Polygon(np.reshape(o.poly, (4, 2))) for o in img]
+        overlaps += sum(polys[i].intersects(polys[j])
+                        for i in range(len(polys)) for j in range(i + 1, len(polys)))
+    assert overlaps > 0
+
+
+def test_siblings_differ_subtly_parents_coarsely():
+    styles = class_styles(TREE)
+    s = {TREE.classes[k]: st for k, st in enumerate(styles)}
+    a, b = s['Destroyer'], s['Frigate']
+    assert (a.family, a.colour, a.bow) == (b.family, b.colour, b.bow)
+    assert a.marks != b.marks and a.aspect != b.aspect
+    assert s['Destroyer'].colour != s['Container Ship'].colour
+    assert s['Destroyer'].family != s['Twin Jet'].family
+    assert s['Warship'].marks == 0   # "Other Warship" carries no child's cue
+
+
+def test_images_show_the_objects(dataset):
+    import cv2
+    out, _, _ = dataset
+    img = cv2.imread(str(out / 'train' / 'images' / 'train_00000.png'))
+    objs = read_split(out, 'train')[0]
+    o = next(o for o in objs if o.difficulty == 0)
+    mask = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(np.reshape(o.poly, (4, 2))).astype(np.int32)], 1)
+    inside = img[mask > 0].astype(float).mean(0)
+    ring = cv2.dilate(mask, np.ones((9, 9), np.uint8)) - mask
+    outside = img[ring > 0].astype(float).mean(0)
+    assert np.abs(inside - outside).max() > 10   # the object stands out from the background
+
+
+def test_presets():
+    assert SyntheticConfig.preset('large').num_train > SyntheticConfig.preset('small').num_train
+    with pytest.raises(ValueError, match='unknown synthetic preset'):
+        SyntheticConfig.preset('huge')
