@@ -102,49 +102,75 @@ def hierarchical_contrastive_terms(features: Tensor,
     Returns:
         ``loss`` (N, L), ``mean_p pair(i, p)`` for anchors and 0 elsewhere, and
         ``anchor`` (N, L) bool. Computed in float32 or wider, autocast off.
-        The similarity matrix is built once and serves every level.
     """
     if temperature <= 0:
         raise ValueError(f'temperature must be > 0, got {temperature}')
     if (prototypes is None) != (prototype_labels is None):
         raise ValueError('give prototypes and prototype_labels together')
-    n = features.shape[0]
     dtype = torch.promote_types(features.dtype, torch.float32)
     with torch.autocast(device_type=features.device.type, enabled=False):
-        feats = features.to(dtype)
-        cols, col_labels = feats, labels
+        feats, labels = features.to(dtype), labels.long()
         if prototypes is not None:
-            cols = torch.cat([feats, prototypes.to(dtype)])
-            col_labels = torch.cat([labels, prototype_labels.to(labels.dtype)])
+            prototypes, prototype_labels = prototypes.to(dtype), prototype_labels.long()
+            # hidden prototypes play no part at any level
+            shown = (prototype_labels >= 0).any(1)
+            prototypes, prototype_labels = prototypes[shown], prototype_labels[shown]
         if num_classes is None:
-            num_classes = int(col_labels.max()) + 1 if col_labels.numel() else 1
-        idx = _class_index(col_labels, num_classes)               # (M, L)
-        onehot = torch.zeros(cols.shape[0], labels.shape[1] * num_classes + 1,
-                             dtype=dtype, device=cols.device).scatter_(1, idx, 1.0)
-        count = onehot.sum(0)                                     # instances per class
-        class_sum = onehot.T @ cols                               # (C', D)
-        row_idx = idx[:n]
-        npos = count[row_idx] - 1
-        anchor = (labels >= 0) & (npos > 0)
-
-        # positives through per-class feature sums: no (N, N) mask per level
-        self_sim = (feats * feats).sum(1, keepdim=True)
-        pos_sum = (torch.einsum('nd,nld->nl', feats, class_sum[row_idx]) - self_sim) / temperature
-
-        col_weight = (col_labels >= 0).to(dtype)
-        if balance:
-            col_weight = col_weight / count[idx].clamp_min(1)
-        logits = (feats @ cols.T) / temperature
-        self_mask = torch.eye(n, cols.shape[0], dtype=torch.bool, device=cols.device)
-        logits = logits.masked_fill(self_mask, float('-inf'))
-        # a per-row shift cancels in the log-ratio; it keeps exp() in range
-        shift = logits.detach().max(1, keepdim=True).values if n else logits.new_zeros(0, 1)
-        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-        denom = (logits - shift).exp() @ col_weight               # (N, L), all levels at once
-        denom = torch.where(anchor, denom, torch.ones_like(denom))
-        loss = denom.log() + shift - pos_sum / npos.clamp_min(1)
-        loss = torch.where(anchor, loss, torch.zeros_like(loss))
+            num_classes = _max_label(labels, prototype_labels) + 1
+        # neither do samples shallower than every level used
+        active = (labels >= 0).any(1)
+        loss = feats.new_zeros(labels.shape)
+        anchor = torch.zeros_like(labels, dtype=torch.bool)
+        if active.any():
+            sub_loss, sub_anchor = _terms(feats[active], labels[active], temperature, balance,
+                                          prototypes, prototype_labels, num_classes)
+            loss = loss.index_put((active.nonzero()[:, 0], ), sub_loss)
+            anchor[active] = sub_anchor
     return loss, anchor
+
+
+def _max_label(labels: Tensor, prototype_labels: Optional[Tensor]) -> int:
+    top = int(labels.max()) if labels.numel() else 0
+    if prototype_labels is not None and prototype_labels.numel():
+        top = max(top, int(prototype_labels.max()))
+    return top
+
+
+def _terms(feats, labels, temperature, balance, prototypes, prototype_labels, num_classes):
+    """:func:`hierarchical_contrastive_terms` on samples active at some level."""
+    n = feats.shape[0]
+    cols, col_labels = feats, labels
+    if prototypes is not None:
+        cols = torch.cat([feats, prototypes])
+        col_labels = torch.cat([labels, prototype_labels])
+    idx = _class_index(col_labels, num_classes)                   # (M, L)
+    onehot = torch.zeros(cols.shape[0], labels.shape[1] * num_classes + 1,
+                         dtype=feats.dtype, device=feats.device).scatter_(1, idx, 1.0)
+    count = onehot.sum(0)                                         # instances per class
+    row_idx = idx[:n]
+    npos = count[row_idx] - 1
+    anchor = (labels >= 0) & (npos > 0)
+
+    # positives through per-class feature sums: no (N, M) mask per level
+    scaled = feats / temperature
+    class_sum = onehot.T @ cols                                   # (L * C + 1, D)
+    pos_sum = (torch.einsum('nd,nld->nl', scaled, class_sum[row_idx])
+               - (scaled * feats).sum(1, keepdim=True))
+
+    col_weight = (col_labels >= 0).to(feats.dtype)
+    if balance:
+        col_weight = col_weight / count[idx].clamp_min(1)
+    # one (N, M) similarity serves every level; modified in place (mm's
+    # backward does not need its output), so the forward keeps one copy
+    logits = scaled @ cols.T
+    logits.fill_diagonal_(float('-inf'))
+    # a per-row shift cancels in the log-ratio; it keeps exp() in range
+    shift = logits.detach().max(1, keepdim=True).values
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    denom = logits.sub_(shift).exp_() @ col_weight                # (N, L), all levels at once
+    denom = torch.where(anchor, denom, torch.ones_like(denom))
+    loss = denom.log() + shift - pos_sum / npos.clamp_min(1)
+    return torch.where(anchor, loss, torch.zeros_like(loss)), anchor
 
 
 def hierarchical_contrastive_loss(features: Tensor,
