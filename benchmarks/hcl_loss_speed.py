@@ -53,7 +53,8 @@ def per_level_baseline(feats, labels, ancestors, levels, weights, tau, balance,
             ycols = torch.cat([y, prototype_labels[shown, j]])
         not_self = ~torch.eye(f.shape[0], cols.shape[0], dtype=torch.bool, device=f.device)
         logits = f @ cols.T / tau
-        logits = logits - logits.masked_fill(~not_self, float('-inf')).max(1, keepdim=True)[0].detach()
+        row_max = logits.detach().masked_fill(~not_self, float('-inf')).max(1, keepdim=True)[0]
+        logits = logits - row_max
         weight = not_self.to(logits.dtype)
         if balance:
             weight = weight / torch.bincount(ycols, minlength=num_classes)[ycols].to(logits.dtype)

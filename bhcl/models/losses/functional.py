@@ -74,7 +74,7 @@ def prototype_level_labels(ancestors: Tensor,
 
 def _class_index(labels: Tensor, num_classes: int) -> Tensor:
     """Per-level labels -> one index space ``level * C + class``; ``-1`` ->
-    a spare bucket ``L * C`` that nothing reads."""
+    a spare bucket ``L * C`` whose value is always masked out."""
     num_levels = labels.shape[1]
     offset = torch.arange(num_levels, device=labels.device) * num_classes
     spare = torch.full_like(labels, num_levels * num_classes)

@@ -75,7 +75,8 @@ class HierarchicalContrastiveLoss(nn.Module):
         if temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')
         if prototype_scope not in ('node', 'subtree'):
-            raise ValueError(f"prototype_scope must be 'node' or 'subtree', got {prototype_scope!r}")
+            raise ValueError("prototype_scope must be 'node' or 'subtree', "
+                             f'got {prototype_scope!r}')
         if warmup_epochs < 0:
             raise ValueError(f'warmup_epochs must be >= 0, got {warmup_epochs}')
         self.levels: List[int] = list(range(start_level, num_levels))
@@ -177,7 +178,8 @@ class HierarchicalContrastiveLoss(nn.Module):
 
     def _check_inputs(self, features: Tensor, labels: Tensor) -> None:
         if features.dim() != 2 or features.shape[1] != self.in_channels:
-            raise ValueError(f'features must be (P, {self.in_channels}), got {tuple(features.shape)}')
+            raise ValueError(f'features must be (P, {self.in_channels}), '
+                             f'got {tuple(features.shape)}')
         if labels.shape != features.shape[:1]:
             raise ValueError(f'labels must be ({features.shape[0]},), got {tuple(labels.shape)}')
         if labels.is_floating_point():

@@ -92,7 +92,8 @@ class EMAPrototypeBank(PrototypeBank):
         broadcast_(self.initialized)
 
     def extra_repr(self) -> str:
-        return f'num_classes={self.num_classes}, feat_channels={self.feat_channels}, epsilon={self.epsilon}'
+        return (f'num_classes={self.num_classes}, feat_channels={self.feat_channels}, '
+                f'epsilon={self.epsilon}')
 
 
 @MODELS.register_module()

@@ -62,7 +62,8 @@ def test_equals_paper_formula(case, prototypes, balance):
 
 
 def test_default_level_weights_deeper_weighs_more():
-    assert_close(default_level_weights(3), torch.tensor(paper_weights([1, 2, 3]), dtype=torch.float64))
+    assert_close(default_level_weights(3),
+                 torch.tensor(paper_weights([1, 2, 3]), dtype=torch.float64))
     expected = torch.tensor([math.exp(1 / 3), math.exp(1 / 2), math.e], dtype=torch.float64)
     assert_close(default_level_weights(3), expected / expected.sum())
     assert_close(default_level_weights(1), torch.ones(1, dtype=torch.float64))
@@ -93,8 +94,8 @@ def test_other_samples_only_at_their_own_levels():
                                                    0.2, balance=True)
     assert anchor.tolist() == [[True, True, True]] * 4 + [[True, False, False],
                                                           [True, True, False]]
-    kept, _ = hierarchical_contrastive_terms(feats[:5], sample_level_labels(anc, labels[:5], levels),
-                                             0.2, balance=True)
+    kept, _ = hierarchical_contrastive_terms(
+        feats[:5], sample_level_labels(anc, labels[:5], levels), 0.2, balance=True)
     assert_close(kept[:, 2], terms[:5, 2])
     assert not torch.isclose(kept[:4, :2], terms[:4, :2]).any()
 

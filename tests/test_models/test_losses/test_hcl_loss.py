@@ -22,7 +22,8 @@ def _build(**kwargs):
 
 def _batch(batch=BATCH4, seed=0, dtype=torch.float32, dim=8):
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(len(batch), dim, generator=gen, dtype=dtype), torch.tensor(batch, dtype=torch.long)
+    x = torch.randn(len(batch), dim, generator=gen, dtype=dtype)
+    return x, torch.tensor(batch, dtype=torch.long)
 
 
 def _reference(module, x, labels, balance=False, prototypes=None, valid=None):
