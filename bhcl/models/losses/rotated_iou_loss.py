@@ -56,8 +56,11 @@ def mmcv_kernel_works(op_name: str, device_type: str) -> bool:
         else:
             op(boxes, boxes)
     except Exception as error:  # any failure means "use our fallback"
-        print_log(f'mmcv.ops.{op_name} unavailable on {device_type} '
-                  f'({type(error).__name__}: {error})', logger='current', level=logging.DEBUG)
+        print_log(
+            f'mmcv.ops.{op_name} unavailable on {device_type} '
+            f'({type(error).__name__}: {error})',
+            logger='current',
+            level=logging.DEBUG)
         return False
     return True
 
@@ -72,8 +75,9 @@ def select_aligned_iou(device: torch.device, backend: str = 'auto') -> IoUFuncti
         raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
     if backend == 'auto':
         use_mmcv = device.type == 'cuda' and mmcv_kernel_works('diff_iou_rotated_2d', 'cuda')
-        _log_choice_once(device.type, 'mmcv diff_iou_rotated_2d' if use_mmcv
-                         else 'bhcl rotated_box_iou (pure PyTorch)')
+        _log_choice_once(
+            device.type,
+            'mmcv diff_iou_rotated_2d' if use_mmcv else 'bhcl rotated_box_iou (pure PyTorch)')
     else:
         use_mmcv = backend == 'mmcv'
     return _mmcv_aligned_iou if use_mmcv else _torch_aligned_iou
@@ -82,11 +86,15 @@ def select_aligned_iou(device: torch.device, backend: str = 'auto') -> IoUFuncti
 @functools.lru_cache(maxsize=None)
 def _log_choice_once(device_type: str, choice: str) -> None:
     print_log(f'RotatedIoULossWithFallback on {device_type}: using {choice}',
-              logger='current', level=logging.DEBUG)
+              logger='current',
+              level=logging.DEBUG)
 
 
-def rotated_iou_loss_elementwise(pred: Tensor, target: Tensor, iou_fn: IoUFunction,
-                                 mode: str = 'log', eps: float = 1e-6) -> Tensor:
+def rotated_iou_loss_elementwise(pred: Tensor,
+                                 target: Tensor,
+                                 iou_fn: IoUFunction,
+                                 mode: str = 'log',
+                                 eps: float = 1e-6) -> Tensor:
     """(N, 5), (N, 5) -> (N,) unreduced loss: ``1 - iou``, ``1 - iou**2`` or ``-log(iou)``.
 
     The IoU is clamped below at ``eps`` first, as in mmrotate.
@@ -119,8 +127,11 @@ class RotatedIoULossWithFallback(RotatedIoULoss):
                  loss_weight: float = 1.0,
                  mode: str = 'log',
                  backend: str = 'auto') -> None:
-        super().__init__(linear=linear, eps=eps, reduction=reduction,
-                         loss_weight=loss_weight, mode=mode)
+        super().__init__(linear=linear,
+                         eps=eps,
+                         reduction=reduction,
+                         loss_weight=loss_weight,
+                         mode=mode)
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
         self.backend = backend
@@ -144,13 +155,17 @@ class RotatedIoULossWithFallback(RotatedIoULoss):
         if weight is not None and weight.dim() > 1:
             # Per-coordinate weights (N, 5) reduce to one weight per box.
             if weight.shape != pred.shape:
-                raise ValueError(f'weight {tuple(weight.shape)} does not match pred {tuple(pred.shape)}')
+                raise ValueError(
+                    f'weight {tuple(weight.shape)} does not match pred {tuple(pred.shape)}')
             weight = weight.mean(-1)
         if pred.dtype in (torch.float16, torch.bfloat16):
             pred, target = pred.float(), target.float()
         iou_fn = select_aligned_iou(pred.device, self.backend)
         with torch.autocast(device_type=pred.device.type, enabled=False):
-            loss = rotated_iou_loss_elementwise(pred, target.to(pred.dtype), iou_fn,
-                                                mode=self.mode, eps=self.eps)
+            loss = rotated_iou_loss_elementwise(pred,
+                                                target.to(pred.dtype),
+                                                iou_fn,
+                                                mode=self.mode,
+                                                eps=self.eps)
             loss = weight_reduce_loss(loss, weight, reduction, avg_factor)
         return self.loss_weight * loss

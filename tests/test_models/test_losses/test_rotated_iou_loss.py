@@ -11,19 +11,24 @@ from mmengine.structures import InstanceData  # noqa: E402
 from mmrotate.registry import MODELS, TASK_UTILS  # noqa: E402
 from mmrotate.structures import RotatedBoxes  # noqa: E402
 
-from bhcl.models.losses.rotated_iou_loss import (RotatedIoULossWithFallback,  # noqa: E402
-                                                 mmcv_kernel_works, select_aligned_iou)
-from bhcl.models.task_modules.match_costs import (RotatedIoUCostWithFallback,  # noqa: E402
-                                                  pairwise_rotated_iou)
+from bhcl.models.losses.rotated_iou_loss import (
+    RotatedIoULossWithFallback,  # noqa: E402
+    mmcv_kernel_works,
+    select_aligned_iou)
+from bhcl.models.task_modules.match_costs import (
+    RotatedIoUCostWithFallback,  # noqa: E402
+    pairwise_rotated_iou)
 from bhcl.ops.rotated_iou import rotated_box_iou  # noqa: E402
 
 
 def shapely_iou(box1, box2):
+
     def polygon(box):
         cx, cy, w, h, t = (float(v) for v in box)
         cos, sin = math.cos(t), math.sin(t)
         return Polygon([(cx + dx * cos - dy * sin, cy + dx * sin + dy * cos)
-                        for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))])
+                        for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2,
+                                                                                           h / 2))])
 
     p, q = polygon(box1), polygon(box2)
     inter = p.intersection(q).area
@@ -33,16 +38,25 @@ def shapely_iou(box1, box2):
 def box_pairs(n, seed, dtype=torch.float64):
     """Predictions scattered around their targets: IoUs spread over (0, 1]."""
     generator = torch.Generator().manual_seed(seed)
-    target = torch.cat([torch.rand(n, 2, generator=generator, dtype=torch.float64) * 100,
-                        torch.rand(n, 2, generator=generator, dtype=torch.float64) * 20 + 5,
-                        (torch.rand(n, 1, generator=generator, dtype=torch.float64) * 2 - 1) * 1.5], dim=1)
+    target = torch.cat([
+        torch.rand(n, 2, generator=generator, dtype=torch.float64) * 100,
+        torch.rand(n, 2, generator=generator, dtype=torch.float64) * 20 + 5,
+        (torch.rand(n, 1, generator=generator, dtype=torch.float64) * 2 - 1) * 1.5
+    ],
+                       dim=1)
     noise = torch.randn(n, 5, generator=generator, dtype=torch.float64) * torch.tensor(
         [3.0, 3.0, 2.0, 2.0, 0.3], dtype=torch.float64)
     return (target + noise).to(dtype), target.to(dtype)
 
 
-def naive_loss(pred, target, mode, weight=None, reduction='mean', avg_factor=None,
-               eps=1e-6, loss_weight=1.0):
+def naive_loss(pred,
+               target,
+               mode,
+               weight=None,
+               reduction='mean',
+               avg_factor=None,
+               eps=1e-6,
+               loss_weight=1.0):
     """mmrotate's formula, one box at a time with shapely's IoU."""
     losses = []
     for i in range(len(pred)):
@@ -64,12 +78,22 @@ def test_loss_equals_naive_formula(mode):
     pred, target = box_pairs(12, seed=0)
     weight = torch.rand(12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     loss_fn = RotatedIoULossWithFallback(mode=mode, loss_weight=2.5)
-    cases = [dict(), dict(weight=weight), dict(weight=weight, avg_factor=7.0),
-             dict(reduction_override='sum', weight=weight), dict(reduction_override='none')]
+    cases = [
+        dict(),
+        dict(weight=weight),
+        dict(weight=weight, avg_factor=7.0),
+        dict(reduction_override='sum', weight=weight),
+        dict(reduction_override='none')
+    ]
     for kwargs in cases:
         reduction = kwargs.get('reduction_override', 'mean')
-        expected = naive_loss(pred, target, mode, weight=kwargs.get('weight'), reduction=reduction,
-                              avg_factor=kwargs.get('avg_factor'), loss_weight=2.5)
+        expected = naive_loss(pred,
+                              target,
+                              mode,
+                              weight=kwargs.get('weight'),
+                              reduction=reduction,
+                              avg_factor=kwargs.get('avg_factor'),
+                              loss_weight=2.5)
         torch.testing.assert_close(loss_fn(pred, target, **kwargs), expected, rtol=1e-9, atol=1e-9)
 
 
@@ -80,15 +104,21 @@ def test_loss_matches_mmrotate_given_the_same_iou(monkeypatch):
                         lambda b1, b2: rotated_box_iou(b1[0], b2[0], aligned=True)[None])
     pred, target = box_pairs(10, seed=2, dtype=torch.float32)
     generator = torch.Generator().manual_seed(3)
-    weights = [None, torch.rand(10, generator=generator), torch.rand(10, 5, generator=generator),
-               torch.zeros(10), torch.zeros(10, 5)]
+    weights = [
+        None,
+        torch.rand(10, generator=generator),
+        torch.rand(10, 5, generator=generator),
+        torch.zeros(10),
+        torch.zeros(10, 5)
+    ]
     for mode in ('linear', 'square', 'log'):
         ours = RotatedIoULossWithFallback(mode=mode, loss_weight=5.0)
         upstream = mmrotate_losses.RotatedIoULoss(mode=mode, loss_weight=5.0)
         for weight in weights:
             for reduction, avg_factor in ((None, None), (None, 3.0), ('sum', None), ('none', None)):
                 kwargs = dict(weight=weight, avg_factor=avg_factor, reduction_override=reduction)
-                torch.testing.assert_close(ours(pred, target, **kwargs), upstream(pred, target, **kwargs))
+                torch.testing.assert_close(ours(pred, target, **kwargs),
+                                           upstream(pred, target, **kwargs))
 
 
 def test_all_ignored_boxes_give_a_connected_zero():
@@ -126,8 +156,11 @@ def test_fp16_inputs_computed_in_float32():
     loss_fn = RotatedIoULossWithFallback(mode='linear')
     half = loss_fn(pred.half(), target.half())
     assert half.dtype == torch.float32
-    torch.testing.assert_close(half.double(), loss_fn(pred.half().double(), target.half().double()),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(half.double(),
+                               loss_fn(pred.half().double(),
+                                       target.half().double()),
+                               rtol=0,
+                               atol=1e-5)
 
 
 def test_backend_choice_on_cpu():
@@ -145,7 +178,8 @@ def test_backend_choice_on_cpu():
 def test_registry_builds_loss_and_cost():
     loss = MODELS.build(dict(type='RotatedIoULossWithFallback', mode='linear', loss_weight=5.0))
     assert isinstance(loss, RotatedIoULossWithFallback)
-    assert (loss.mode, loss.loss_weight, loss.reduction, loss.backend) == ('linear', 5.0, 'mean', 'auto')
+    assert (loss.mode, loss.loss_weight, loss.reduction, loss.backend) == ('linear', 5.0, 'mean',
+                                                                           'auto')
     cost = TASK_UTILS.build(dict(type='RotatedIoUCostWithFallback', weight=5.0))
     assert isinstance(cost, RotatedIoUCostWithFallback)
     assert (cost.weight, cost.iou_mode, cost.backend) == (5.0, 'iou', 'auto')
@@ -154,8 +188,8 @@ def test_registry_builds_loss_and_cost():
 def test_cost_is_negative_weighted_iou_on_both_backends():
     pred, gt = box_pairs(30, seed=7, dtype=torch.float32)
     pred, gt = pred[:30], gt[:8]
-    expected = -5.0 * torch.tensor([[shapely_iou(p, g) for g in gt.double()] for p in pred.double()],
-                                   dtype=torch.float32)
+    expected = -5.0 * torch.tensor(
+        [[shapely_iou(p, g) for g in gt.double()] for p in pred.double()], dtype=torch.float32)
     for backend in ('auto', 'mmcv', 'torch'):
         cost = RotatedIoUCostWithFallback(weight=5.0, backend=backend)
         for boxes in (lambda b: b, RotatedBoxes):  # plain tensors and box structures
@@ -171,7 +205,10 @@ def test_cost_iof_mode_and_no_gradient():
     for backend in ('mmcv', 'torch'):
         iof = pairwise_rotated_iou(pred, gt, mode='iof', backend=backend)
         assert not iof.requires_grad
-        torch.testing.assert_close(iof, rotated_box_iou(pred.detach(), gt, mode='iof'), rtol=0, atol=1e-5)
+        torch.testing.assert_close(iof,
+                                   rotated_box_iou(pred.detach(), gt, mode='iof'),
+                                   rtol=0,
+                                   atol=1e-5)
     with pytest.raises(ValueError):
         RotatedIoUCostWithFallback(iou_mode='giou')
 
