@@ -58,8 +58,8 @@ class HierarchicalMapResult:
     levels: Dict[int, MapResult] = field(default_factory=dict)
 
     def mean_aps(self) -> Dict[str, np.ndarray]:
-        """``{group: (T,) mean AP}`` for ``all``, ``leaf`` and ``lv{l}``."""
-        out = {'all': self.nodes.mean_ap(), 'leaf': self.nodes.mean_ap(self.tree.leaf_ids)}
+        """``{group: (T,) mean AP}`` for ``leaf``, ``all`` and ``lv{l}``."""
+        out = {'leaf': self.nodes.mean_ap(self.tree.leaf_ids), 'all': self.nodes.mean_ap()}
         for level, res in self.levels.items():
             out[f'lv{level}'] = res.mean_ap(self.tree.nodes_at_level(level))
         return out

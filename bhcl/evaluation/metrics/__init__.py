@@ -1,0 +1,3 @@
+from .hierarchical_dota_metric import HierarchicalDOTAMetric
+
+__all__ = ['HierarchicalDOTAMetric']
