@@ -1,0 +1,54 @@
+# Pipelines and loaders shared by the real datasets (ShipRSImageNet, FAIR1M):
+# images resized to 1024 px (keep ratio), quadrilateral labels turned into
+# rotated boxes. The dataset configs add the label tree, the dataset type and
+# the folders.
+img_scale = (1024, 1024)
+backend_args = None
+
+# The paper's augmentation: keep-ratio resize to 1024, random flips, and a
+# random translation of up to 32 px.
+train_pipeline = [
+    dict(type='mmdet.LoadImageFromFile', backend_args=backend_args),
+    dict(type='mmdet.LoadAnnotations', with_bbox=True, box_type='qbox'),
+    dict(type='ConvertBoxType', box_type_mapping=dict(gt_bboxes='rbox')),
+    dict(type='mmdet.Resize', scale=img_scale, keep_ratio=True),
+    dict(type='mmdet.RandomFlip', prob=0.75, direction=['horizontal', 'vertical', 'diagonal']),
+    dict(type='mmdet.RandomShift', prob=1.0, max_shift_px=32),
+    dict(type='mmdet.PackDetInputs')
+]
+val_pipeline = [
+    dict(type='mmdet.LoadImageFromFile', backend_args=backend_args),
+    dict(type='mmdet.Resize', scale=img_scale, keep_ratio=True),
+    # annotations after Resize so that the boxes stay in the original frame
+    dict(type='mmdet.LoadAnnotations', with_bbox=True, box_type='qbox'),
+    dict(type='ConvertBoxType', box_type_mapping=dict(gt_bboxes='rbox')),
+    dict(type='mmdet.PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+]
+test_pipeline = [
+    dict(type='mmdet.LoadImageFromFile', backend_args=backend_args),
+    dict(type='mmdet.Resize', scale=img_scale, keep_ratio=True),
+    dict(type='mmdet.PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+]
+
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    batch_sampler=None,
+    dataset=dict(filter_cfg=dict(filter_empty_gt=True), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(test_mode=True, pipeline=val_pipeline))
+test_dataloader = val_dataloader
+
+# leaf mAP (the paper's number), mAP over all nodes and per-level mAP, VOC07
+# 11-point AP averaged over IoU 0.50:0.05:0.95
+val_evaluator = dict(type='HierarchicalDOTAMetric')
+test_evaluator = val_evaluator
