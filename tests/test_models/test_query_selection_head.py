@@ -12,16 +12,15 @@ from bhcl.models.task_modules.topk_hungarian_rotated_assigner import \
     TopkHungarianRotatedAssigner
 
 STRIDES = (4, 8, 16, 32, 64)
-# CPU-safe box loss for these unit tests (the rotated IoU loss is tested with its own module)
-GWD = dict(type='GDLoss', loss_type='gwd', loss_weight=2.0)
-COSTS = [dict(type='mmdet.FocalLossCost', weight=2.0), dict(type='RotatedBBoxL1Cost', weight=2.0)]
 
 
 def make_head(**kwargs):
     torch.manual_seed(0)
     args = dict(num_classes=6, in_channels=16, content_channels=32, num_queries=20,
-                loss_iou=GWD, assigner=dict(type='TopkHungarianRotatedAssigner', topk=3,
-                                            match_costs=COSTS))
+                assigner=dict(type='TopkHungarianRotatedAssigner', topk=3, match_costs=[
+                    dict(type='mmdet.FocalLossCost', weight=2.0),
+                    dict(type='RotatedBBoxL1Cost', weight=2.0),
+                    dict(type='RotatedIoUCostWithFallback', weight=5.0)]))
     args.update(kwargs)
     head = RotatedQuerySelectionHead(**args)
     head.init_weights()

@@ -10,8 +10,11 @@ from mmengine.structures import InstanceData
 from mmrotate.registry import MODELS, TASK_UTILS
 from torch import Tensor, nn
 
+# imported to register the default losses, costs and assigner
 from bhcl.models.layers.rbox_ops import regularize_le90
-from bhcl.models.task_modules import rotated_bbox_l1_cost  # noqa: F401 (registers the cost)
+from bhcl.models.losses import rotated_iou_loss  # noqa: F401
+from bhcl.models.task_modules import match_costs  # noqa: F401
+from bhcl.models.task_modules import rotated_bbox_l1_cost  # noqa: F401
 from bhcl.models.task_modules import topk_hungarian_rotated_assigner  # noqa: F401
 
 
@@ -54,7 +57,8 @@ class RotatedQuerySelectionHead(BaseModule):
                  assigner: dict = dict(
                      type='TopkHungarianRotatedAssigner', topk=4,
                      match_costs=[dict(type='mmdet.FocalLossCost', weight=2.0),
-                                  dict(type='RotatedBBoxL1Cost', weight=2.0)]),
+                                  dict(type='RotatedBBoxL1Cost', weight=2.0),
+                                  dict(type='RotatedIoUCostWithFallback', weight=5.0)]),
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.num_classes, self.num_queries = num_classes, num_queries

@@ -1,0 +1,3 @@
+from .oriented_query_detr import OrientedQueryDETR
+
+__all__ = ['OrientedQueryDETR']

@@ -1,0 +1,40 @@
+# CPU-sized OrientedFormer-style baseline on the synthetic dataset (ResNet-18
+# from scratch, 64 channels, 30 queries, 2 decoder stages).
+_base_ = [
+    '../_base_/models/orientedformer_r50_chmapper.py',
+    '../_base_/datasets/synthetic.py',
+    'mmrotate::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['bhcl', 'bhcl.models.detectors', 'bhcl.models.losses'],
+                      allow_failed_imports=False)
+
+model = dict(
+    label_tree={{_base_.label_tree}},
+    backbone=dict(depth=18, frozen_stages=-1, norm_cfg=dict(type='BN', requires_grad=True),
+                  norm_eval=False, init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=64,
+              norm_cfg=dict(type='GN', num_groups=16)),
+    query_head=dict(num_queries=30, pre_nms=200),
+    decoder=dict(num_layers=2,
+                 layer_cfg=dict(embed_dims=64, num_heads=4, num_points=4, ffn_channels=128)),
+    test_cfg=dict(max_per_img=100))
+
+max_epochs = 12
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=30),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9], gamma=0.1)
+]
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
+    clip_grad=dict(max_norm=1.0, norm_type=2))
+
+custom_hooks = [dict(type='mmdet.SetEpochInfoHook')]
+default_hooks = dict(
+    logger=dict(interval=5),
+    checkpoint=dict(interval=4, max_keep_ckpts=2))
+log_processor = dict(window_size=5)
+env_cfg = dict(mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0))

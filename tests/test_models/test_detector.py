@@ -1,0 +1,155 @@
+"""OrientedQueryDETR built from the synthetic smoke configs: losses, gradients,
+decoupling at detector level, BHCL wiring, inference on leaves, overfitting."""
+import copy
+import os.path as osp
+
+import pytest
+import torch
+from mmdet.structures import DetDataSample
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+from mmrotate.registry import MODELS
+from mmrotate.structures.bbox import RotatedBoxes
+from torch.testing import assert_close
+
+import bhcl.models.detectors  # noqa: F401
+import bhcl.models.losses  # noqa: F401
+from tests.conftest import CONFIG_DIR
+
+SMOKE = {
+    'baseline': 'orientedformer_r18_1xb4-12e_synthetic.py',
+    'decoupled': 'orientedformer-decoupled_r18_1xb4-12e_synthetic.py',
+    'bhcl': 'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py',
+}
+
+
+def model_cfg(variant):
+    return Config.fromfile(osp.join(CONFIG_DIR, 'synthetic', SMOKE[variant])).model
+
+
+def build(variant, seed=0):
+    init_default_scope('mmrotate')
+    torch.manual_seed(seed)
+    model = MODELS.build(model_cfg(variant))
+    model.init_weights()
+    model.set_epoch(5)  # past the BHCL warm-up: prototypes and balancing active
+    return model
+
+
+def batch(num_images=2, size=128, seed=0, empty_last=False):
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.randn(num_images, 3, size, size, generator=g)
+    boxes = torch.tensor([[30., 30., 24., 10., 0.2], [80., 90., 40., 14., -0.5],
+                          [96., 32., 18., 18., 1.0]])
+    labels = torch.tensor([2, 11, 14])  # leaves of the synthetic tree, and one internal node:
+    labels[1] = 10  # 'Aircraft/Airliner' ("Other Airliner" reallocated to the node)
+    samples = []
+    for i in range(num_images):
+        s = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                        scale_factor=(1., 1.), batch_input_shape=(size, size)))
+        n = 0 if (empty_last and i == num_images - 1) else 3
+        s.gt_instances = InstanceData(bboxes=RotatedBoxes(boxes[:n].clone()),
+                                      labels=labels[:n].clone())
+        samples.append(s)
+    return imgs, samples
+
+
+@pytest.mark.parametrize('variant', ['baseline', 'decoupled', 'bhcl'])
+def test_loss_backward_step_every_parameter_gets_a_gradient(variant):
+    model = build(variant)
+    imgs, samples = batch()
+    before = [s.gt_instances.bboxes.tensor.clone() for s in samples]
+    losses = model.loss(imgs, samples)
+    expected = {'dense.loss_cls', 'dense.loss_iou'} | {
+        f's{i}.loss_{k}' for i in range(2) for k in ('cls', 'bbox', 'iou')}
+    if variant == 'bhcl':
+        expected |= {f's{i}.loss_hcl_lv{lv}' for i in range(2) for lv in (1, 2)}
+    assert set(losses) == expected
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    assert missing == []
+    torch.optim.AdamW(model.parameters(), 1e-3).step()
+    for b, s in zip(before, samples):  # inputs untouched
+        assert_close(s.gt_instances.bboxes.tensor, b, rtol=0, atol=0)
+
+
+def test_batch_with_an_image_without_objects():
+    model = build('bhcl')
+    imgs, samples = batch(empty_last=True)
+    losses = model.loss(imgs, samples)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_decoupling_is_real_at_detector_level():
+    model = build('decoupled')
+    torch.nn.init.normal_(model.reg_heads[-1][-1].weight, std=0.01)  # zero-init blocks gradient
+    imgs, _ = batch()
+    _, stages = model.forward_stages(imgs)
+    logits, boxes, _ = stages[-1]
+    layer = model.layers[-1]
+    model.zero_grad()
+    logits.sigmoid().sum().backward(retain_graph=True)
+    for p in list(layer.loc_branch_parameters()) + list(model.reg_heads[-1].parameters()):
+        assert p.grad is None or not p.grad.any()
+    model.zero_grad()
+    boxes.sum().backward()
+    for p in list(layer.cls_branch_parameters()) + list(model.cls_heads[-1].parameters()):
+        assert p.grad is None or not p.grad.any()
+    assert any(p.grad is not None and p.grad.any() for p in layer.loc_branch_parameters())
+
+
+def test_set_epoch_reaches_every_stage_loss():
+    model = build('bhcl')
+    assert len(model.loss_hcl) == 2
+    model.set_epoch(0)
+    assert [m.epoch for m in model.loss_hcl] == [0, 0] and model.loss_hcl[0].in_warmup
+    model.set_epoch(7)
+    assert [m.epoch for m in model.loss_hcl] == [7, 7] and not model.loss_hcl[1].in_warmup
+    # one prototype bank per stage
+    assert model.loss_hcl[0].prototype_bank is not model.loss_hcl[1].prototype_bank
+
+
+def test_config_is_not_mutated_by_building():
+    cfg = model_cfg('bhcl')
+    frozen = copy.deepcopy(cfg)
+    init_default_scope('mmrotate')
+    MODELS.build(cfg)
+    assert cfg == frozen
+
+
+def test_predict_keeps_leaves_and_rescales():
+    model = build('decoupled').eval()
+    imgs, samples = batch()
+    with torch.no_grad():
+        res1 = model.predict(imgs, copy.deepcopy(samples))
+        for s in samples:
+            s.set_metainfo(dict(scale_factor=(2., 2.)))
+        res2 = model.predict(imgs, samples)
+    leaves = set(model.label_tree.leaf_mask.nonzero()[0].tolist())
+    for r1, r2 in zip(res1, res2):
+        p1, p2 = r1.pred_instances, r2.pred_instances
+        assert len(p1) == 100 and set(p1.labels.tolist()) <= leaves
+        assert (p1.scores[:-1] >= p1.scores[1:]).all()
+        b1, b2 = p1.bboxes, p2.bboxes
+        assert_close(b2[:, :4], b1[:, :4] / 2)
+        assert_close(b2[:, 4], b1[:, 4])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('variant', ['baseline', 'bhcl'])
+def test_overfit_one_batch_lowers_the_loss(variant):
+    model = build(variant)
+    imgs, samples = batch(num_images=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    history = []
+    for _ in range(25):
+        losses = model.loss(imgs, samples)
+        loss = sum(losses.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    assert sum(history[-3:]) / 3 < 0.7 * sum(history[:3]) / 3, history
