@@ -41,7 +41,7 @@ def batch(num_images=2, size=128, seed=0, empty_last=False):
     g = torch.Generator().manual_seed(seed)
     imgs = torch.randn(num_images, 3, size, size, generator=g)
     boxes = torch.tensor([[30., 30., 24., 10., 0.2], [80., 90., 40., 14., -0.5],
-                          [96., 32., 18., 18., 1.0]])
+                          [96., 32., 18., 12., 1.0]])
     labels = torch.tensor([2, 11, 14])  # leaves of the synthetic tree, and one internal node:
     labels[1] = 10  # 'Aircraft/Airliner' ("Other Airliner" reallocated to the node)
     samples = []
@@ -153,3 +153,22 @@ def test_overfit_one_batch_lowers_the_loss(variant):
         opt.step()
         history.append(loss.item())
     assert sum(history[-3:]) / 3 < 0.7 * sum(history[:3]) / 3, history
+
+
+def test_ground_truth_in_another_angle_convention_gives_the_same_loss():
+    import math
+    model = build('baseline')
+    imgs, samples = batch()
+    other = copy.deepcopy(samples)
+    # the same boxes written with w and h swapped and the angle turned by pi/2 (no squares:
+    # their angle is ambiguous modulo pi/2 in le90)
+    for s in other:
+        b = s.gt_instances.bboxes.tensor
+        s.gt_instances.bboxes = RotatedBoxes(torch.stack(
+            [b[:, 0], b[:, 1], b[:, 3], b[:, 2], b[:, 4] + math.pi / 2], 1))
+    torch.manual_seed(0)
+    losses = model.loss(imgs, samples)
+    torch.manual_seed(0)
+    losses_other = model.loss(imgs, other)
+    for key in losses:
+        assert_close(losses_other[key], losses[key], atol=1e-5, rtol=1e-5)
