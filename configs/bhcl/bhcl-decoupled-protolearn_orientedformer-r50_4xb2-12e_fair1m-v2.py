@@ -1,0 +1,4 @@
+# Prototype ablation: prototypes as free parameters trained by the optimiser.
+_base_ = ['./bhcl-decoupled_orientedformer-r50_4xb2-12e_fair1m-v2.py']
+
+model = dict(loss_hcl=dict(prototype_bank=dict(_delete_=True, type='LearnablePrototypeBank')))

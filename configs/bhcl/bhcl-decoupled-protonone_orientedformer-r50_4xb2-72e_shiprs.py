@@ -1,0 +1,4 @@
+# Prototype ablation: BHCL's balanced denominator without prototypes.
+_base_ = ['./bhcl-decoupled_orientedformer-r50_4xb2-72e_shiprs.py']
+
+model = dict(loss_hcl=dict(prototype_bank=None))
