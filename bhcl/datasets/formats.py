@@ -189,12 +189,38 @@ def _parse_point(text: Optional[str], where: str) -> Tuple[float, float]:
     return _number(parts[0], 'point x', where), _number(parts[1], 'point y', where)
 
 
+def untangle_quad(poly: Sequence[float]) -> List[float]:
+    """A crossed (bow-tie) quadrilateral re-ordered into a simple one.
+
+    The corners are sorted by angle around their centre, clockwise on screen
+    (image y points down), starting from the first corner. A simple
+    quadrilateral is returned unchanged.
+    """
+    pts = np.asarray(poly, dtype=np.float64).reshape(4, 2)
+    if not (_segments_cross(pts[0], pts[1], pts[2], pts[3])
+            or _segments_cross(pts[1], pts[2], pts[3], pts[0])):
+        return [float(v) for v in poly]
+    centre = pts.mean(0)
+    angles = np.arctan2(pts[:, 1] - centre[1], pts[:, 0] - centre[0])
+    order = np.argsort((angles - angles[0]) % (2 * np.pi), kind='stable')
+    return pts[order].reshape(-1).tolist()
+
+
+def _segments_cross(a, b, c, d) -> bool:
+    """Whether segments ab and cd properly intersect."""
+    def side(p, q, r):
+        return np.sign((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0]))
+    return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
+
+
 def read_fair1m_xml(path: str) -> RawAnnotation:
     """Read one FAIR1M XML file (ground truth or a submission).
 
-    The first 4 of the ``<point>`` elements are the corners, in file order
-    (the 5th closes the ring). ``<probability>``, when present, becomes
-    ``score``. Raises ``AnnotationError`` naming the file and object index for
+    The first 4 of the ``<point>`` elements are the corners (the 5th closes
+    the ring). Their order is not documented: it is kept as written unless
+    it crosses itself, then ``untangle_quad`` fixes it (a crossed order would
+    otherwise look like a degenerate polygon). ``<probability>``, when
+    present, becomes ``score``. Raises ``AnnotationError`` naming the file and object index for
     malformed XML, a missing ``<name>``, fewer than 4 points or bad numbers.
     """
     root = _parse_xml(path)
@@ -215,7 +241,7 @@ def read_fair1m_xml(path: str) -> RawAnnotation:
                                   'corners (plus the first repeated) as "x,y".')
         prob = _text(result.find('probability'))
         ann.objects.append(RawObject(
-            poly=[v for p in points[:4] for v in p], name=name, index=i,
+            poly=untangle_quad([v for p in points[:4] for v in p]), name=name, index=i,
             score=None if prob is None else _number(prob, '<probability>', where)))
     return ann
 
@@ -269,7 +295,7 @@ def fair1m_xml_string(filename: str, objects: Iterable[RawObject],
             ET.SubElement(points, 'point').text = f'{x:.{precision}f},{y:.{precision}f}'
     _indent(root)
     return ('<?xml version="1.0" encoding="utf-8"?>\n'
-            + ET.tostring(root, encoding='unicode') + '\n')
+            + ET.tostring(root, encoding='unicode', short_empty_elements=False) + '\n')
 
 
 def read_image_set(path: str) -> List[str]:

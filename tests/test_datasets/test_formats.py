@@ -7,7 +7,7 @@ import pytest
 from bhcl.datasets.dota_txt import AnnotationError
 from bhcl.datasets.formats import (RawObject, check_shiprs_levels, fair1m_xml_string,
                                    read_dota_objects, read_fair1m_xml, read_image_set,
-                                   read_shiprs_xml, resolve_objects)
+                                   read_shiprs_xml, resolve_objects, untangle_quad)
 from bhcl.structures import LabelTree
 from tests.conftest import CONFIG_DIR, DATA_DIR, tree_config
 
@@ -83,6 +83,17 @@ def test_read_fair1m_xml(fair1m_tree):
     tiny = read_fair1m_xml(osp.join(DATA_DIR, 'fair1m_xml', '0.xml'))
     assert tiny.objects[0].name == 'Liquid Cargo Ship'
     assert tiny.objects[0].poly == [0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+
+
+def test_fair1m_crossed_corner_order_is_untangled(tmp_path):
+    crossed = RawObject(poly=[10, 10, 30, 20, 30, 10, 10, 20], name='Small Car')
+    ccw = RawObject(poly=[100, 100, 100, 160, 160, 160, 160, 100], name='Bus')
+    (tmp_path / 'x.xml').write_text(fair1m_xml_string('x.tif', [crossed, ccw]))
+    ann = read_fair1m_xml(str(tmp_path / 'x.xml'))
+    assert ann.objects[0].poly == [10.0, 10.0, 30.0, 10.0, 30.0, 20.0, 10.0, 20.0]
+    assert ann.objects[1].poly == ccw.poly                 # a simple order is kept as written
+    assert untangle_quad([0, 0, 10, 10, 10, 0, 0, 10]) == [0, 0, 10, 0, 10, 10, 0, 10]
+    assert untangle_quad([10, 0, 0, 10, 0, 0, 10, 10]) == [10, 0, 10, 10, 0, 10, 0, 0]
 
 
 def test_read_fair1m_submission_has_probability():
