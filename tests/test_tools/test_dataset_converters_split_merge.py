@@ -114,8 +114,9 @@ def test_split_image_objects_offsets_and_truncation(scene, tmp_path):
     assert whole[0].poly == [40, 106, 62, 106, 62, 126, 40, 126] and whole[0].difficulty == 0
     ship = [o for o in patch_objects(out, 344, 194) if o.name == 'Liquid Cargo Ship']
     assert ship[0].poly == [76, 136, 126, 156, 118, 176, 68, 156]
-    assert stats['truncated'] == sum(o.difficulty == 2 for x, y in sliding_windows(600, 450, 256, 56)
-                                     for o in patch_objects(out, x, y))
+    windows = sliding_windows(600, 450, 256, 56)
+    assert stats['truncated'] == sum(o.difficulty == 2 for x, y in windows
+                                     for o in patch_objects(out, x, y)) > 0
 
     # the patches read back as a FAIR1M dataset (class names with spaces)
     ds = FAIR1MDataset(data_root=str(out), ann_file='labelTxt/',

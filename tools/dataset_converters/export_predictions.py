@@ -27,7 +27,7 @@ from bhcl.structures import LabelTree
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
-    parser.add_argument('pred', help='predictions: .pkl from tools/test.py --out, or a Task1 folder')
+    parser.add_argument('pred', help='.pkl from tools/test.py --out, or a Task1 folder')
     parser.add_argument('--out-dir', required=True, help='output folder')
     parser.add_argument('--format', default='task1', choices=['task1', 'fair1m'])
     parser.add_argument('--tree', default=osp.join(TREE_CONFIG_DIR, 'fair1m_label_tree.py'),
