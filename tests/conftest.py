@@ -18,8 +18,9 @@ def tree_config(name: str) -> dict:
     return runpy.run_path(osp.join(CONFIG_DIR, '_base_', 'datasets', f'{name}_label_tree.py'))['label_tree']
 
 
-SMOKE_CONFIG = osp.join(CONFIG_DIR, 'synthetic',
-                        'rotated-retinanet-le90_r18-fpn_1xb4-12e_synthetic.py')
+SMOKE_CONFIG = osp.join(CONFIG_DIR, 'synthetic', 'orientedformer_r18_1xb4-12e_synthetic.py')
+BHCL_SMOKE_CONFIG = osp.join(CONFIG_DIR, 'synthetic',
+                             'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py')
 
 
 @pytest.fixture(scope='session')

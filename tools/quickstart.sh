@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-CONFIG=${1:-configs/synthetic/rotated-retinanet-le90_r18-fpn_1xb4-12e_synthetic.py}
+CONFIG=${1:-configs/synthetic/bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py}
 shift || true
 WORK_DIR=${WORK_DIR:-work_dirs/quickstart/$(basename "$CONFIG" .py)}
 PY=${PYTHON:-python3}

@@ -31,7 +31,7 @@ from ..structures.geometry import rbox_to_poly
 from ..structures.label_tree import LabelTree
 from .dota_txt import format_dota_line
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 FAMILIES = ('hull', 'aircraft', 'vehicle')
 
 
@@ -180,7 +180,7 @@ def _sample_label(tree: LabelTree, weights: Dict[int, float], internal: List[int
 
 
 def _place(cfg: SyntheticConfig, length: float, placed: List[Tuple[float, float, float]],
-           rng: np.random.Generator) -> Optional[Tuple[float, float, bool]]:
+           rng: np.random.Generator) -> Optional[Tuple[float, float]]:
     S = cfg.img_size
     for _ in range(40):
         across = rng.random() < cfg.border_ratio
@@ -194,7 +194,7 @@ def _place(cfg: SyntheticConfig, length: float, placed: List[Tuple[float, float,
             cx, cy = rng.uniform(m, S - m), rng.uniform(m, S - m)
         # some overlap is fine, stacked objects are not
         if all(np.hypot(cx - x, cy - y) > 0.45 * (length + n) / 2 for x, y, n in placed):
-            return cx, cy, across
+            return cx, cy
     return None
 
 
@@ -212,11 +212,13 @@ def render_image(tree: LabelTree, styles: List[ClassStyle], weights: Dict[int, f
         pos = _place(cfg, length, placed, rng)
         if pos is None:
             continue
-        cx, cy, across = pos
+        cx, cy = pos
         t = rng.uniform(-np.pi, np.pi)
         draw_object(img, (cx, cy, length, width, t), style, rng)
         placed.append((cx, cy, length))
-        objects.append((rbox_to_poly([[cx, cy, length, width, t]])[0], k, across))
+        poly = rbox_to_poly([[cx, cy, length, width, t]])[0]
+        truncated = bool(poly.min() < 0 or poly.max() > cfg.img_size)
+        objects.append((poly, k, truncated))
     return img, objects
 
 

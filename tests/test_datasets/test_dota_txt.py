@@ -64,7 +64,8 @@ def test_ignored_names_are_counted(tmp_path):
 
 
 @pytest.mark.parametrize('line, match', [
-    ('0 0 10 0 10 5 0 plane 0', r'expected "x1 y1'),
+    ('0 0 10 0 10 5 plane', r'expected "x1 y1'),
+    ('0 0 10 0 10 5 0 plane 0', 'must be numbers'),
     ('0 0 10 0 10 five 0 5 plane 0', 'must be numbers'),
     ('0 0 10 0 10 5 0 5 airplane 0', "unknown class name 'airplane'.*Did you mean 'plane'"),
     ('0 0 10 0 20 0 30 0 plane 0', 'degenerate box'),

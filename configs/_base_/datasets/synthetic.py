@@ -55,5 +55,6 @@ val_dataloader = dict(
         pipeline=val_pipeline))
 test_dataloader = val_dataloader
 
-val_evaluator = dict(type='DOTAMetric', metric='mAP')
+# leaf mAP (AP50:95, the paper's number), all-node mAP and per-level mAP
+val_evaluator = dict(type='HierarchicalDOTAMetric')
 test_evaluator = val_evaluator
