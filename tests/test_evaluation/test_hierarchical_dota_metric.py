@@ -1,4 +1,3 @@
-import itertools
 import json
 import os.path as osp
 import re
@@ -149,7 +148,8 @@ def p0004_samples(tmp_path, diff_thr, convert_to_rbox):
         dets = expect['dets_rbox'] if s.img_id == 'P0004__1__0___0' else np.zeros((0, 5))
         s.pred_instances = InstanceData(
             bboxes=RotatedBoxes(torch.tensor(dets, dtype=torch.float32).reshape(-1, 5)),
-            scores=torch.linspace(0.9, 0.7, len(dets)), labels=torch.zeros(len(dets), dtype=torch.long))
+            scores=torch.linspace(0.9, 0.7, len(dets)),
+            labels=torch.zeros(len(dets), dtype=torch.long))
         samples.append(s)
     return ds, samples, expect
 
@@ -223,4 +223,4 @@ def test_registered():
     assert METRICS.get('HierarchicalDOTAMetric') is HierarchicalDOTAMetric
     metric = METRICS.build(dict(type='HierarchicalDOTAMetric', iou_thrs=[0.5, 0.75]))
     assert metric.prefix == 'dota'
-    assert list(itertools.chain(metric.iou_thrs)) == [0.5, 0.75]
+    assert metric.iou_thrs == [0.5, 0.75]

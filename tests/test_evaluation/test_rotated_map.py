@@ -239,3 +239,18 @@ def test_equals_mmrotate_eval_rbbox_map(eval_rbbox_map, eval_mode):
             assert [r['num_dets'] for r in ref] == mine.num_dets.tolist()
             np.testing.assert_allclose(mine.ap[t], [r['ap'] for r in ref], atol=1e-6)
             np.testing.assert_allclose(mine.mean_ap()[t], ref_map, atol=1e-6)
+
+
+def test_functional_core_has_no_module_level_mm_imports():
+    """The numpy core only reaches for mmcv's IoU op lazily, inside a function."""
+    import ast
+    import bhcl.evaluation.functional as functional
+    folder = osp.dirname(functional.__file__)
+    for name in ('average_precision.py', 'hierarchical_map.py', 'rotated_iou.py',
+                 'rotated_map.py', '__init__.py'):
+        tree = ast.parse(open(osp.join(folder, name)).read())
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                        else [node.module or ''])
+                assert not any(m.startswith(('mm', 'torch')) for m in mods), (name, mods)
