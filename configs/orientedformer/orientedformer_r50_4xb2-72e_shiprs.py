@@ -6,8 +6,7 @@ _base_ = [
     '../_base_/schedules/schedule_adamw_72e.py',
     'mmrotate::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['bhcl', 'bhcl.models.detectors', 'bhcl.models.losses'],
-                      allow_failed_imports=False)
+custom_imports = dict(imports=['bhcl'], allow_failed_imports=False)
 
 model = dict(label_tree={{_base_.label_tree}})
 train_dataloader = dict(batch_size=2)
