@@ -13,7 +13,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import bhcl  # noqa: F401  (registers bhcl modules)
-from bhcl.utils.setup_env import add_common_args, setup_cfg
+from bhcl.utils.setup_env import add_common_args, init_cpu_distributed, setup_cfg
 
 
 def parse_args(argv=None):
@@ -50,6 +50,7 @@ def build_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
+    init_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
 

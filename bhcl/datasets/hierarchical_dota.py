@@ -12,8 +12,7 @@ from mmrotate.registry import DATASETS
 
 from ..structures.label_tree import LabelTree
 from .dota_txt import AnnotationError, parse_dota_txt
-
-IMG_SUFFIXES = ('png', 'jpg', 'jpeg', 'bmp', 'tif', 'tiff')
+from .formats import IMG_SUFFIXES
 
 
 def tree_palette(num: int) -> List[tuple]:

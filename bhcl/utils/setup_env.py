@@ -12,7 +12,8 @@ def setup_cfg(config: str, launcher: str = 'none', work_dir=None, cfg_options=No
     * ``cfg_options`` are merged, ``work_dir`` defaults to
       ``./work_dirs/<config name>``;
     * a distributed launch without CUDA switches the ``nccl`` backend to
-      ``gloo`` so that ``dist_train.sh`` also runs on CPU.
+      ``gloo`` and wraps the model in DDP without ``device_ids`` so that
+      ``dist_train.sh`` also runs on CPU (see ``init_cpu_distributed``).
     """
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
@@ -28,7 +29,27 @@ def setup_cfg(config: str, launcher: str = 'none', work_dir=None, cfg_options=No
             print_log('no CUDA device: using the gloo backend for distributed training',
                       logger='current')
             dist_cfg['backend'] = 'gloo'
+        wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+        wrapper.setdefault('device_ids', None)   # CPU modules take no device ids
+        cfg.model_wrapper_cfg = wrapper
     return cfg
+
+
+def init_cpu_distributed(cfg: Config) -> None:
+    """Start the process group for a CPU launch before the Runner does.
+
+    mmengine's ``init_dist`` for the pytorch launcher calls
+    ``torch.cuda.set_device``, which fails without a GPU. The Runner skips its
+    own initialisation when a process group exists, so we start a gloo group
+    from the torchrun environment first. A no-op with CUDA or without a
+    launcher.
+    """
+    import torch.distributed as dist
+    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+        return
+    if not dist.is_initialized():
+        backend = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('backend', 'gloo')
+        dist.init_process_group(backend=backend)
 
 
 def add_common_args(parser) -> None:
