@@ -11,9 +11,8 @@ from shapely.geometry import Polygon
 
 from bhcl.ops.rotated_iou import rotated_box_iou
 
-# Public expected values (mmcv's box_iou_rotated test), when the shared reference is present.
-REFERENCE = Path(
-    __file__).resolve().parents[3] / 'shared' / 'reference' / 'public_test_expectations.json'
+# Public expected values (mmcv's box_iou_rotated test), see tests/data/README.md.
+REFERENCE = Path(__file__).resolve().parents[1] / 'data' / 'reference' / 'public_test_expectations.json'
 
 
 def corners(box):
@@ -200,8 +199,6 @@ def test_gradient_of_nested_boxes_is_analytic():
 
 
 def test_mmcv_public_expectations():
-    if not REFERENCE.exists():
-        pytest.skip('shared reference values not available')
     data = json.loads(REFERENCE.read_text())['mmcv_box_iou_rotated']
     boxes1 = torch.tensor(data['boxes1'], dtype=torch.float32)
     boxes2 = torch.tensor(data['boxes2'], dtype=torch.float32)
