@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -97,6 +97,15 @@ def parse_dota_line(line: str, tree: LabelTree, where: str,
     return DOTAObject(poly=poly, label=label, name=name, difficulty=difficulty)
 
 
+def read_dota_lines(path: str) -> Tuple[List[Tuple[int, str]], int]:
+    """Object lines of a ``labelTxt`` file as ``(line number, text)`` pairs
+    (1-based, stripped; blank lines left out) and the number of header lines."""
+    with open(path, encoding='utf-8-sig') as f:
+        lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    objects = [(n, t) for n, t in lines if not t.lower().startswith(HEADER_PREFIXES)]
+    return objects, len(lines) - len(objects)
+
+
 def parse_dota_txt(path: str, tree: LabelTree, on_invalid: str = 'raise',
                    min_box_area: float = 1e-6) -> ParseResult:
     """Parse a DOTA ``labelTxt`` file into objects labelled by tree node.
@@ -112,15 +121,10 @@ def parse_dota_txt(path: str, tree: LabelTree, on_invalid: str = 'raise',
     if on_invalid not in ('raise', 'skip'):
         raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
     result = ParseResult()
-    with open(path, encoding='utf-8-sig') as f:
-        lines = f.readlines()
-    for lineno, line in enumerate(lines, 1):
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if stripped.lower().startswith(HEADER_PREFIXES):
-            result.skipped['header'] += 1
-            continue
+    lines, headers = read_dota_lines(path)
+    if headers:
+        result.skipped['header'] = headers
+    for lineno, line in lines:
         try:
             obj = parse_dota_line(line, tree, f'{path}:{lineno}', min_box_area)
         except AnnotationError:

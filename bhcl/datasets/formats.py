@@ -26,7 +26,7 @@ import numpy as np
 
 from ..structures.geometry import poly_area
 from ..structures.label_tree import LabelTree, UnknownClassError
-from .dota_txt import HEADER_PREFIXES, AnnotationError
+from .dota_txt import AnnotationError, read_dota_lines
 
 IMG_SUFFIXES = ('bmp', 'png', 'jpg', 'jpeg', 'tif', 'tiff')
 SHIPRS_POLY_TAGS = ('x1', 'y1', 'x2', 'y2', 'x3', 'y3', 'x4', 'y4')
@@ -324,15 +324,8 @@ def read_dota_objects(path: str) -> RawAnnotation:
     the class name (spaces kept). Header lines are counted in ``header_lines``.
     """
     ann = RawAnnotation(path=path)
-    with open(path, encoding='utf-8-sig') as f:
-        lines = f.readlines()
-    for lineno, line in enumerate(lines, 1):
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if stripped.lower().startswith(HEADER_PREFIXES):
-            ann.header_lines += 1
-            continue
+    lines, ann.header_lines = read_dota_lines(path)
+    for lineno, stripped in lines:
         tokens = stripped.split()
         where = f'{path}:{lineno}'
         if len(tokens) < 9:
