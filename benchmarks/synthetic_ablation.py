@@ -33,7 +33,7 @@ VARIANTS = {
 }
 
 
-def train_and_test(config, data_root, work_dir, epochs, seed, metric):
+def train_and_test(config, data_root, work_dir, epochs, seed, metric, class_groups=None):
     """Train ``config`` on ``data_root`` for ``epochs``, return (metrics, seconds)."""
     from mmengine.config import Config
     from mmengine.runner import Runner
@@ -44,6 +44,7 @@ def train_and_test(config, data_root, work_dir, epochs, seed, metric):
     cfg.test_evaluator = dict(type=metric)
     if metric != 'DOTAMetric':
         cfg.test_evaluator['label_tree'] = cfg.label_tree
+        cfg.test_evaluator['class_groups'] = class_groups or {}
     # evaluate once, after training (runner.test below)
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     cfg.train_cfg.max_epochs = epochs
@@ -77,18 +78,31 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or tmp
         data_root = osp.join(work, 'data') + '/'
-        generate_synthetic_dataset(data_root, tree, SyntheticConfig(
+        meta = generate_synthetic_dataset(data_root, tree, SyntheticConfig(
             num_train=args.num_train, num_val=args.num_val, seed=123))
+        groups = head_tail_groups(tree, meta['counts']['train'])
+        print(f"tail leaves (rarest third in train): {groups['tail']}", flush=True)
         results = {}
         for seed in args.seeds:
             for name in args.variants:
                 config = osp.join(ROOT, 'configs', 'synthetic', VARIANTS[name])
                 metrics, seconds = train_and_test(config, data_root,
                                                   osp.join(work, f'{name}-{seed}'),
-                                                  args.epochs, seed, args.metric)
+                                                  args.epochs, seed, args.metric, groups)
                 results.setdefault(name, []).append((metrics, seconds))
                 print(f'[{name} seed {seed}] {seconds:.0f}s {metrics}', flush=True)
     report(results, args)
+
+
+def head_tail_groups(tree_cfg, train_counts):
+    """``{'head': [...], 'tail': [...]}``: the most and least frequent third
+    of the leaves by training-object count."""
+    from bhcl.structures import LabelTree
+    tree = LabelTree.from_config(tree_cfg)
+    leaves = sorted((tree.classes[k] for k in tree.leaf_ids),
+                    key=lambda n: (train_counts.get(n, 0), n))
+    third = max(len(leaves) // 3, 1)
+    return dict(tail=leaves[:third], head=leaves[-third:])
 
 
 def report(results, args):

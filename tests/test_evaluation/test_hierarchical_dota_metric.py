@@ -224,3 +224,21 @@ def test_registered():
     metric = METRICS.build(dict(type='HierarchicalDOTAMetric', iou_thrs=[0.5, 0.75]))
     assert metric.prefix == 'dota'
     assert metric.iou_thrs == [0.5, 0.75]
+
+
+def test_class_groups_average_named_classes():
+    leaves = [TREE.classes[k] for k in TREE.leaf_ids]
+    metric = HierarchicalDOTAMetric(iou_thrs=[0.5, 0.75], eval_mode='area',
+                                    class_groups=dict(tail=leaves, every=list(TREE.classes)))
+    out = run_evaluator(metric, hand_samples())
+    # the same classes as the leaf and all-node averages give the same values
+    assert out['dota/tail_mAP'] == pytest.approx(out['dota/leaf_mAP'], abs=1e-9)
+    assert out['dota/every_AP50'] == pytest.approx(out['dota/mAP'], abs=1e-9)
+    one = HierarchicalDOTAMetric(iou_thrs=[0.5], class_groups=dict(one=[leaves[0]]))
+    res = run_evaluator(one, hand_samples())
+    assert 0.0 <= res['dota/one_mAP'] <= 1.0 and 'dota/one_AP50' in res
+    for bad in ('tail classes', 'leaf', 'lv1'):
+        with pytest.raises(ValueError, match='class_groups names'):
+            HierarchicalDOTAMetric(class_groups={bad: leaves})
+    with pytest.raises(KeyError, match='unknown class name'):
+        run_evaluator(HierarchicalDOTAMetric(class_groups=dict(x=['nope'])), hand_samples())

@@ -1,6 +1,8 @@
 """Hierarchical rotated mAP as an mmengine metric (drop-in for DOTAMetric)."""
 from __future__ import annotations
 
+import re
+
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -103,6 +105,10 @@ class HierarchicalDOTAMetric(BaseMetric):
             ``AP{t}`` key per group (default: 0.5 and 0.75 where present,
             else every threshold); the log shows every threshold.
         iou_backend: ``'auto'``, ``'mmcv'`` or ``'numpy'`` for rotated-box IoU.
+        class_groups: extra ``{group: [class names]}`` averages over tree
+            nodes with ground truth, reported as ``{group}_mAP`` and
+            ``{group}_AP50``... (e.g. ``dict(tail=[...])`` for the rare
+            classes). Group names: letters, digits and ``_``.
         collect_device, prefix: see ``mmengine.evaluator.BaseMetric``.
     """
 
@@ -120,6 +126,7 @@ class HierarchicalDOTAMetric(BaseMetric):
                  merge_duplicates: bool = True,
                  report_thrs: Optional[Sequence[float]] = None,
                  iou_backend: str = 'auto',
+                 class_groups: Optional[Dict[str, Sequence[str]]] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
@@ -151,6 +158,13 @@ class HierarchicalDOTAMetric(BaseMetric):
         self.merge_duplicates = merge_duplicates
         self.report_thrs = [float(t) for t in report_thrs]
         self.iou_backend = iou_backend
+        self.class_groups = {str(k): list(v) for k, v in (class_groups or {}).items()}
+        bad = [k for k in self.class_groups
+               if not re.fullmatch(r'[A-Za-z0-9_]+', k) or k in ('leaf', 'all') or
+               re.fullmatch(r'lv\d+', k)]
+        if bad:
+            raise ValueError(f'class_groups names {bad} must use letters, digits and _ '
+                             "and differ from 'leaf', 'all' and 'lv<l>'")
 
     # ------------------------------------------------------------- collect
     def process(self, data_batch, data_samples: Sequence) -> None:
@@ -226,8 +240,11 @@ class HierarchicalDOTAMetric(BaseMetric):
             shallow_gt=self.shallow_gt, merge_duplicates=self.merge_duplicates,
             backend=self.iou_backend)
         self._log_tables(res)
+        means = res.mean_aps()
+        for group, names in self.class_groups.items():
+            means[group] = res.nodes.mean_ap([tree.index(n) for n in names])
         metrics: Dict[str, float] = {}
-        for group, mean in res.mean_aps().items():
+        for group, mean in means.items():
             name = '' if group == 'all' else f'{group}_'
             metrics[f'{name}mAP'] = float(mean.mean())
             for thr in self.report_thrs:
