@@ -16,7 +16,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import bhcl  # noqa: F401  (registers bhcl modules)
-from bhcl.utils.setup_env import add_common_args, init_cpu_distributed, setup_cfg
+from bhcl.utils.setup_env import init_cpu_distributed, parse_common_args, setup_cfg
 
 
 def parse_args(argv=None):
@@ -25,11 +25,7 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out', help='dump raw predictions to this .pkl file')
     parser.add_argument('--show-dir', help='save images with predictions under work_dir/<show-dir>')
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_common_args(parser, argv)
 
 
 def build_cfg(args) -> Config:

@@ -5,7 +5,6 @@
     bash tools/dist_train.sh CONFIG NUM_PROCS [args...]
 """
 import argparse
-import os
 
 from mmengine.config import Config
 from mmengine.logging import print_log
@@ -13,7 +12,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import bhcl  # noqa: F401  (registers bhcl modules)
-from bhcl.utils.setup_env import add_common_args, init_cpu_distributed, setup_cfg
+from bhcl.utils.setup_env import init_cpu_distributed, parse_common_args, setup_cfg
 
 
 def parse_args(argv=None):
@@ -23,11 +22,7 @@ def parse_args(argv=None):
         '--resume', nargs='?', type=str, const='auto',
         help='resume from CKPT; without a value, from the latest checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true', help='mixed precision (CUDA)')
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_common_args(parser, argv)
 
 
 def build_cfg(args) -> Config:

@@ -1,8 +1,9 @@
 """Config set-up shared by tools/train.py and tools/test.py."""
+import os
 import os.path as osp
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 
@@ -52,9 +53,9 @@ def init_cpu_distributed(cfg: Config) -> None:
         dist.init_process_group(backend=backend)
 
 
-def add_common_args(parser) -> None:
-    """``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``."""
-    from mmengine.config import DictAction
+def parse_common_args(parser, argv=None):
+    """Add ``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``,
+    parse ``argv`` and export ``LOCAL_RANK`` when the launcher did not."""
     parser.add_argument('--work-dir', help='folder for logs, checkpoints and metrics')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
@@ -63,3 +64,7 @@ def add_common_args(parser) -> None:
                         default='none', help='job launcher')
     # torchrun sets LOCAL_RANK; torch.distributed.launch passes --local-rank
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
