@@ -1,4 +1,4 @@
-from . import dense_heads, detectors, layers, losses, task_modules  # noqa: F401
+from . import dense_heads, detectors, layers, losses, necks, task_modules  # noqa: F401
 from .losses import (ClassifierPrototypeBank, EMAPrototypeBank, HierarchicalContrastiveLoss,
                      LearnablePrototypeBank, PrototypeBank, RotatedIoULossWithFallback)
 

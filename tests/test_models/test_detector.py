@@ -37,6 +37,11 @@ def build(variant, seed=0):
     return model
 
 
+def total_loss(losses):
+    """What mmengine optimises: the sum of the entries whose key contains 'loss'."""
+    return sum(v for k, v in losses.items() if 'loss' in k)
+
+
 def batch(num_images=2, size=128, seed=0, empty_last=False):
     g = torch.Generator().manual_seed(seed)
     imgs = torch.randn(num_images, 3, size, size, generator=g)
@@ -61,13 +66,14 @@ def test_loss_backward_step_every_parameter_gets_a_gradient(variant):
     imgs, samples = batch()
     before = [s.gt_instances.bboxes.tensor.clone() for s in samples]
     losses = model.loss(imgs, samples)
-    expected = {'dense.loss_cls', 'dense.loss_iou'} | {
-        f's{i}.loss_{k}' for i in range(2) for k in ('cls', 'bbox', 'iou')}
+    expected = {'dense.loss_cls', 'dense.loss_iou', 'dense_aux.loss_cls', 'dense_aux.loss_iou'}
+    expected |= {f's{i}.{k}' for i in range(2)
+                 for k in ('loss_cls', 'loss_bbox', 'loss_iou', 'pos_acc')}
     if variant == 'bhcl':
         expected |= {f's{i}.loss_hcl_lv{lv}' for i in range(2) for lv in (1, 2)}
     assert set(losses) == expected
     assert all(torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
+    total_loss(losses).backward()
     missing = [n for n, p in model.named_parameters()
                if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
     assert missing == []
@@ -85,20 +91,20 @@ def test_batch_with_an_image_without_objects():
 
 def test_decoupling_is_real_at_detector_level():
     model = build('decoupled')
-    torch.nn.init.normal_(model.reg_heads[-1][-1].weight, std=0.01)  # zero-init blocks gradient
+    torch.nn.init.normal_(model.reg_branches[-1][-1].weight, std=0.01)  # zero init blocks grads
     imgs, _ = batch()
     _, stages = model.forward_stages(imgs)
-    logits, boxes, _ = stages[-1]
-    layer = model.layers[-1]
+    last = stages[-1]
+    cls_branch, loc_branch = model.layers[-1].branches
     model.zero_grad()
-    logits.sigmoid().sum().backward(retain_graph=True)
-    for p in list(layer.loc_branch_parameters()) + list(model.reg_heads[-1].parameters()):
+    last.logits.sigmoid().sum().backward(retain_graph=True)
+    for p in list(loc_branch.parameters()) + list(model.reg_branches[-1].parameters()):
         assert p.grad is None or not p.grad.any()
     model.zero_grad()
-    boxes.sum().backward()
-    for p in list(layer.cls_branch_parameters()) + list(model.cls_heads[-1].parameters()):
+    last.boxes.sum().backward()
+    for p in list(cls_branch.parameters()) + list(model.cls_branches[-1].parameters()):
         assert p.grad is None or not p.grad.any()
-    assert any(p.grad is not None and p.grad.any() for p in layer.loc_branch_parameters())
+    assert any(p.grad is not None and p.grad.any() for p in loc_branch.parameters())
 
 
 def test_set_epoch_reaches_every_stage_loss():
@@ -147,7 +153,7 @@ def test_overfit_one_batch_lowers_the_loss(variant):
     history = []
     for _ in range(25):
         losses = model.loss(imgs, samples)
-        loss = sum(losses.values())
+        loss = total_loss(losses)
         opt.zero_grad()
         loss.backward()
         opt.step()

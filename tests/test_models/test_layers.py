@@ -1,144 +1,163 @@
-"""Decoder building blocks: box maths, oriented sampling attention, (decoupled) layers."""
+"""Decoder pieces of the published OrientedFormer, each against an independent reference."""
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy.linalg import sqrtm
 from torch.testing import assert_close
 
 from bhcl.models.layers import (DecoupledQueryDecoderLayer, OrientedSamplingAttention,
-                                QueryDecoderLayer, gaussian_wasserstein_distance,
-                                gaussian_wasserstein_similarity, refine_boxes, regularize_le90)
+                                QueryDecoderLayer, boxes_to_xyzrt, gaussian_position_encoding,
+                                gaussian_similarity, refine_xyzrt, regularize_le90,
+                                xyzrt_to_boxes)
+from bhcl.models.layers.oriented_sampling_attention import level_weights
 
 STRIDES = (4, 8, 16, 32, 64)
 
 
-def pyramid(channels=16, size=64, batch=2, seed=0):
+def random_boxes(n, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(batch, channels, size // s, size // s, generator=g) for s in STRIDES]
-
-
-def some_boxes(batch=2):
-    boxes = torch.tensor([[20., 20., 12., 6., 0.3], [40., 30., 20., 8., -1.0],
-                          [10., 50., 6., 4., 1.2]])
-    return boxes.expand(batch, -1, -1).clone()
+    return torch.cat([torch.rand(n, 2, generator=g) * 100, 4 + torch.rand(n, 2, generator=g) * 40,
+                      (torch.rand(n, 1, generator=g) - 0.5) * math.pi], dim=1).double()
 
 
 def test_regularize_le90():
-    boxes = torch.tensor([[0., 0., 2., 4., 0.], [1., 1., 4., 2., math.pi * 0.75],
-                          [2., 2., 3., 3., -math.pi / 2]])
-    expected = torch.tensor([[0., 0., 4., 2., -math.pi / 2], [1., 1., 4., 2., -math.pi * 0.25],
-                             [2., 2., 3., 3., -math.pi / 2]])
-    assert_close(regularize_le90(boxes), expected)
+    boxes = torch.tensor([[0., 0., 2., 4., 0.3], [0., 0., 4., 2., 1.8]])
+    assert_close(regularize_le90(boxes), torch.tensor([[0., 0., 4., 2., 0.3 + math.pi / 2 - math.pi],
+                                                       [0., 0., 4., 2., 1.8 - math.pi]]))
 
 
-def test_refine_boxes_moves_along_box_axes():
-    boxes = torch.tensor([[10., 10., 4., 2., math.pi / 4]])
-    deltas = torch.tensor([[0.5, 0., math.log(2.), 0., 0.1]])
-    r = math.sqrt(2) / 2
-    expected = torch.tensor([[10. + 2 * r, 10. + 2 * r, 8., 2., math.pi / 4 + 0.1]])
-    assert_close(refine_boxes(boxes, deltas), expected)
+def test_xyzrt_round_trip_and_refinement():
+    boxes = regularize_le90(random_boxes(20))
+    xyzrt = boxes_to_xyzrt(boxes)
+    assert_close(xyzrt[:, 2], torch.log2((boxes[:, 2] * boxes[:, 3]).sqrt()))
+    assert_close(xyzrt_to_boxes(xyzrt), boxes)
+    delta = torch.tensor([0.5, -0.25, 1.0, 0.0, 0.1], dtype=torch.float64)
+    new = refine_xyzrt(xyzrt, delta.expand(20, 5))
+    size = (boxes[:, 2] * boxes[:, 3]).sqrt()
+    assert_close(new[:, 0], boxes[:, 0] + 0.5 * size)           # moves in units of 2^z
+    assert_close(xyzrt_to_boxes(new)[:, 2:4], 2 * boxes[:, 2:4])  # dz = 1 doubles both sides
 
 
-def test_gaussian_wasserstein_distance_closed_forms():
-    a = torch.tensor([[[0., 0., 4., 2., 0.], [3., 4., 8., 6., 0.],
-                       [0., 0., 2., 4., math.pi / 2]]])
-    dist = gaussian_wasserstein_distance(a, a)
-    # axis-aligned: W2^2 = |dmu|^2 + (dw^2 + dh^2) / 4; a rotated copy of the same box: 0
-    d01 = math.sqrt(25 + (16 + 16) / 4)
-    expected = torch.tensor([[[0., d01, 0.], [d01, 0., d01], [0., d01, 0.]]])
-    assert_close(dist, expected, atol=1e-3, rtol=1e-4)
-    sim = gaussian_wasserstein_similarity(a)
-    s01 = 1 / (1 + d01 / ((math.sqrt(8) + math.sqrt(48)) / 2))
-    expected_sim = torch.tensor([[[1., s01, 1.], [s01, 1., s01], [1., s01, 1.]]])
-    assert_close(sim, expected_sim, atol=1e-4, rtol=1e-4)
+def slow_similarity(b1, b2):
+    """1 / (1 + W2 / (2 (det S1 det S2)^(1/8))) with scipy's matrix square root."""
+    def gauss(b):
+        c, s = math.cos(b[4]), math.sin(b[4])
+        r = np.array([[c, -s], [s, c]])
+        return np.array(b[:2]), r @ np.diag([(b[2] / 2)**2, (b[3] / 2)**2]) @ r.T
+    m1, s1 = gauss(b1)
+    m2, s2 = gauss(b2)
+    root = sqrtm(s1)
+    cross = np.real(sqrtm(root @ s2 @ root))
+    w2 = math.sqrt(max(np.sum((m1 - m2)**2) + np.trace(s1 + s2 - 2 * cross), 0))
+    scale = 2 * (np.linalg.det(s1) * np.linalg.det(s2))**(1 / 8)
+    return 1 / (1 + w2 / scale)
 
 
-def test_oriented_sampling_attention_on_a_constant_map():
-    torch.manual_seed(0)
-    strides = STRIDES[:3]  # coarser levels put every point near zero padding
-    attn = OrientedSamplingAttention(16, num_heads=4, num_points=4, strides=strides)
-    const = torch.randn(16)
-    feats = [const.view(1, 16, 1, 1).expand(2, 16, 64 // s, 64 // s).contiguous()
-             for s in strides]
-    query = torch.randn(2, 3, 16)
-    boxes = some_boxes()
-    boxes[..., 2, :2] = torch.tensor([16., 48.])
-    boxes[..., 2:4] = 4.  # every sampling point inside the pixel centres of every level
-    out = attn(query, boxes, feats)
-    expected = attn.output_proj(attn.value_proj(const)).expand(2, 3, 16)
-    assert_close(out, expected)
-    pts = attn.sampling_points(torch.zeros(2, 3, 16), boxes)
-    assert pts.shape == (2, 3, 4, 4, 2)
-    # the initial pattern is centred on the box
-    assert_close(pts.mean(dim=(2, 3)), boxes[..., :2], atol=0.6, rtol=0)
+def test_gaussian_similarity_matches_the_wasserstein_formula():
+    boxes = random_boxes(6)
+    sim = gaussian_similarity(boxes[None])[0]
+    ref = torch.tensor([[slow_similarity(a.tolist(), b.tolist()) for b in boxes] for a in boxes],
+                       dtype=torch.float64)
+    assert_close(sim, ref, rtol=1e-6, atol=1e-4)  # eps clamps only touch the diagonal
+    assert_close(sim.diagonal(), torch.ones(6, dtype=torch.float64), atol=2e-3, rtol=0)
+
+
+def test_gaussian_position_encoding_formula():
+    boxes = random_boxes(3, seed=1)
+    enc = gaussian_position_encoding(boxes.float(), 8)
+    assert enc.shape == (3, 32)
+    for i, (cx, cy, w, h, t) in enumerate(boxes.tolist()):
+        c, s = math.cos(t), math.sin(t)
+        var = [(w / 2 * c)**2 + (h / 2 * s)**2, (w / 2 * s)**2 + (h / 2 * c)**2]
+        ref = []
+        for mu, v in zip((cx, cy), var):
+            for k in range(8):
+                d = 10000**(2 * (k // 2) / 8)
+                damp = math.exp(-0.5 * v / d**2)
+                ref += [damp * math.sin(mu / d), damp * math.cos(mu / d)]
+        assert_close(enc[i], torch.tensor(ref), atol=1e-5, rtol=1e-4)
+
+
+def ramp_pyramid(size=128, channels=4):
+    """Every level holds the pixel x coordinate of each cell centre."""
+    feats = []
+    for s in STRIDES:
+        n = size // s
+        x = (torch.arange(n, dtype=torch.float32) + 0.5) * s
+        feats.append(x.view(1, 1, 1, n).expand(1, channels, n, n).clone())
+    return feats
+
+
+def test_oriented_sampling_reads_the_rotated_point_at_every_level():
+    attn = OrientedSamplingAttention(embed_dims=4, num_heads=1, num_points=2, reduction=2)
+    with torch.no_grad():
+        for m in attn.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.zero_()
+                if m.bias is not None:
+                    m.bias.zero_()
+        # point 0 at (+0.25 w, +0.5 h) in the box frame, one level finer than the box
+        attn.sampling_offsets.bias.copy_(torch.tensor([0.25, 0.5, -1.0, 0., 0., 0.]))
+        attn.out_proj.weight[0, 0] = 1.0  # output channel 0 = point 0, channel 0
+    box = torch.tensor([[[64., 60., 32., 8., 0.4]]])
+    xyzrt = boxes_to_xyzrt(box)
+    out = attn(torch.zeros(1, 1, 4), xyzrt, ramp_pyramid(), STRIDES)
+    w, h, t = 32., 8., 0.4
+    x = 64. + 0.25 * w * math.cos(t) - 0.5 * h * math.sin(t)
+    z = math.log2(math.sqrt(w * h)) - 1.0
+    weight = sum(1 / (1 + math.exp((z - math.log2(s))**2 / 2)) for s in STRIDES)
+    assert_close(out[0, 0, 0], torch.tensor(0.25 * x * weight))  # two sigmoid(0) gates
+    assert_close(level_weights(torch.tensor([2.0]), STRIDES)[0, 0], torch.tensor(0.5))
+
+
+def layer_inputs(channels, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    feats = [torch.randn(2, 16, 64 // s, 64 // s, generator=g) for s in STRIDES]
+    content = torch.randn(2, 5, channels, generator=g)
+    xyzrt = boxes_to_xyzrt(random_boxes(10, seed).float().view(2, 5, 5) * 0.5 + 2)
+    return content, xyzrt, feats
 
 
 @pytest.mark.parametrize('layer_type', [QueryDecoderLayer, DecoupledQueryDecoderLayer])
 def test_layer_shapes_and_inputs_unchanged(layer_type):
     torch.manual_seed(0)
-    layer = layer_type(embed_dims=16, num_heads=4, num_points=4, ffn_channels=32)
-    assert layer.content_channels == 16 * layer_type.num_branches
-    feats, boxes = pyramid(), some_boxes()
-    content = torch.randn(2, 3, layer.content_channels)
-    img_size = torch.tensor([[64., 64.], [64., 64.]])
-    copies = [t.clone() for t in (content, boxes, *feats)]
-    out = layer(content, boxes, feats, img_size)
+    layer = layer_type(embed_dims=16, num_heads=2, ffn_channels=32,
+                       attn_cfg=dict(num_heads=4, num_points=3, reduction=4))
+    layer.init_weights()
+    content, xyzrt, feats = layer_inputs(layer.content_channels)
+    before = [content.clone(), xyzrt.clone()] + [f.clone() for f in feats]
+    out = layer(content, xyzrt, feats, STRIDES)
     assert out.shape == content.shape and torch.isfinite(out).all()
-    for before, after in zip(copies, (content, boxes, *feats)):
-        assert_close(after, before, rtol=0, atol=0)
+    for a, b in zip([content, xyzrt] + feats, before):
+        assert torch.equal(a, b)
     cls_feat, loc_feat = layer.split(out)
-    assert cls_feat.shape == loc_feat.shape == (2, 3, 16)
-
-
-def _grads(layer, head_input):
-    layer.zero_grad()
-    head_input.sum().backward()
-    return layer
+    assert cls_feat.shape[-1] == loc_feat.shape[-1] == 16
 
 
 def test_decoupling_is_real():
+    """A loss on the class half reaches neither the box branch nor its input half's FFN."""
     torch.manual_seed(0)
-    layer = DecoupledQueryDecoderLayer(embed_dims=16, num_heads=4, num_points=4,
-                                       ffn_channels=32)
-    cls_head, reg_head = torch.nn.Linear(16, 5), torch.nn.Linear(16, 5)
-    feats, boxes = pyramid(), some_boxes()
-    content = torch.randn(2, 3, 32)
-    img_size = torch.full((2, 2), 64.)
-
-    def run(which):
-        layer.zero_grad()
-        cls_feat, loc_feat = layer.split(layer(content, boxes, feats, img_size))
-        loss = cls_head(cls_feat).sigmoid().sum() if which == 'cls' else reg_head(
-            loc_feat).abs().sum()
-        loss.backward()
-
-    run('cls')
-    for p in layer.loc_branch_parameters():
-        assert p.grad is None or not p.grad.any()
-    assert any(p.grad is not None and p.grad.any() for p in layer.cls_branch_parameters())
-    assert layer.self_attn.attn.in_proj_weight.grad.any()
-    run('loc')
-    for p in layer.cls_branch_parameters():
-        assert p.grad is None or not p.grad.any()
-    assert any(p.grad is not None and p.grad.any() for p in layer.loc_branch_parameters())
+    layer = DecoupledQueryDecoderLayer(embed_dims=16, num_heads=2, ffn_channels=32,
+                                       attn_cfg=dict(num_heads=4, num_points=3, reduction=4))
+    layer.init_weights()
+    content, xyzrt, feats = layer_inputs(32)
+    cls_feat, _ = layer.split(layer(content, xyzrt, feats, STRIDES))
+    cls_feat.square().sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in layer.branches[1].parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in layer.branches[0].parameters())
+    assert layer.self_attn.attn.in_proj_weight.grad.abs().sum() > 0  # shared
 
 
-def test_baseline_layer_is_the_one_branch_case():
+def test_init_is_the_published_one():
     torch.manual_seed(0)
-    base = QueryDecoderLayer(embed_dims=16, num_heads=4, num_points=4, ffn_channels=32)
-    dec = DecoupledQueryDecoderLayer(embed_dims=16, num_heads=4, num_points=4, ffn_channels=32)
-    assert len(base.branches) == 1 and len(dec.branches) == 2
-    out = base(torch.randn(2, 3, 16), some_boxes(), pyramid(), torch.full((2, 2), 64.))
-    cls_feat, loc_feat = base.split(out)
-    assert cls_feat is loc_feat
-    # the baseline layer: self-attention, norm, then exactly one branch applied to the content
-    content, boxes, feats = torch.randn(2, 3, 16), some_boxes(), pyramid()
-    img_size = torch.full((2, 2), 64.)
-    mid = base.norm(content + base.self_attn(content, boxes, img_size))
-    assert_close(base(content, boxes, feats, img_size), base.branches[0](mid, boxes, feats))
-    # and a decoupled stage width-splits its content between its two branches
-    content2 = torch.randn(2, 3, 32)
-    mid2 = dec.norm(content2 + dec.self_attn(content2, boxes, img_size))
-    expected = torch.cat([dec.branches[0](mid2[..., :16], boxes, feats),
-                          dec.branches[1](mid2[..., 16:], boxes, feats)], -1)
-    assert_close(dec(content2, boxes, feats, img_size), expected)
+    layer = QueryDecoderLayer(embed_dims=32, num_heads=4, ffn_channels=64,
+                              attn_cfg=dict(num_heads=4, num_points=4, reduction=4))
+    layer.init_weights()
+    tau = layer.self_attn.tau
+    assert tau.min() >= 0 and tau.max() <= 4 and tau.std() > 0
+    w = layer.branches[0].cross_attn.sampling_offsets.weight
+    bound = math.sqrt(6 / sum(w.shape))   # xavier-uniform, overriding any zero init
+    assert w.abs().max() <= bound and w.abs().max() > 0.5 * bound

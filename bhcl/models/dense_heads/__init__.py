@@ -1,3 +1,3 @@
-from .rotated_query_selection_head import RotatedQuerySelectionHead
+from .distinct_query_head import DistinctQueryHead
 
-__all__ = ['RotatedQuerySelectionHead']
+__all__ = ['DistinctQueryHead']

@@ -1,45 +1,62 @@
-"""Query-based oriented detector (OrientedFormer-style) with optional decoupled queries
-and a hierarchical contrastive loss on the class features of every decoder stage."""
+"""OrientedFormer (the published BHCL baseline) with optional decoupled queries and a
+hierarchical contrastive loss on the class features of every decoder stage."""
 import copy
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from mmdet.models.detectors.base import BaseDetector
+from mmdet.models.losses import accuracy
 from mmdet.structures import DetDataSample, SampleList
 from mmdet.utils import reduce_mean
+from mmengine.model import bias_init_with_prob
 from mmengine.structures import InstanceData
 from mmrotate.registry import MODELS, TASK_UTILS
 from mmrotate.structures.bbox import RotatedBoxes
 from torch import Tensor, nn
 
-from bhcl.models.dense_heads.rotated_query_selection_head import \
-    RotatedQuerySelectionHead  # noqa: F401 (registers the head)
-from bhcl.models.layers import query_decoder_layer  # noqa: F401 (registers the layers)
-from bhcl.models.layers.rbox_ops import refine_boxes, regularize_le90
+from bhcl.models.layers.rbox_ops import refine_xyzrt, regularize_le90, xyzrt_to_boxes
 from bhcl.models.task_modules.rotated_bbox_l1_cost import normalize_rboxes
 from bhcl.structures import LabelTree
 
-StageOutput = Tuple[Tensor, Tensor, Tensor]  # logits (B,N,K), boxes (B,N,5), cls feats (B,N,C)
+
+class StageOutput(NamedTuple):
+    logits: Tensor     # (B, N, K) class logits
+    boxes: Tensor      # (B, N, 5) le90 boxes, pixels
+    xyzrt: Tensor      # (B, N, 5) the same boxes as (cx, cy, z, r, t)
+    cls_feats: Tensor  # (B, N, C) class features (input of the class head)
+
+
+def prediction_head(channels: int, out_channels: int, num_fcs: int) -> nn.Sequential:
+    """``num_fcs`` x (Linear, LayerNorm, ReLU), then Linear to ``out_channels``."""
+    layers = []
+    for _ in range(num_fcs):
+        layers += [nn.Linear(channels, channels), nn.LayerNorm(channels), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers, nn.Linear(channels, out_channels))
 
 
 @MODELS.register_module()
 class OrientedQueryDETR(BaseDetector):
-    """Backbone -> neck (5 levels) -> dense query selection -> decoder stages.
+    """Backbone -> neck (5 levels) -> distinct-query head -> decoder stages.
 
     Each stage updates the query content with its layer, classifies from the
-    layer's class features and refines the (detached) boxes from its box
-    features. Baseline or decoupled queries is the layer type in ``decoder``.
+    layer's class features and refines the (detached) ``xyzrt`` boxes from its
+    box features. Baseline or decoupled queries is the layer type in ``decoder``.
 
     Args:
-        backbone, neck: configs (neck with 5 outputs, strides 4..64).
-        query_head: config of the dense query-selection head (``num_classes``,
+        backbone, neck: configs (neck with one output per stride).
+        query_head: config of a :class:`DistinctQueryHead` (``num_classes``,
             ``in_channels`` and ``content_channels`` are filled in).
         decoder: ``dict(num_layers=..., layer_cfg=dict(type=..., embed_dims=...))``.
         label_tree: the dataset's tree (``dict(paths=...)``); gives the number
             of classes and the leaves kept at inference.
+        strides: strides of the neck outputs.
+        num_cls_fcs, num_reg_fcs: (Linear, LN, ReLU) blocks before each stage's
+            class / box output layer.
         assigner: one-to-one assigner used at every stage.
-        loss_cls, loss_bbox, loss_iou: per-stage detection losses (L1 on
-            boxes normalised by the image size).
+        loss_cls, loss_bbox, loss_iou: per-stage losses; L1 on boxes normalised
+            by the image size (and the angle by ``l1_angle_version``).
+        l1_angle_version: ``'le90'`` maps angles to [0, 1) for the L1 loss (the
+            published code); None keeps radians.
         loss_hcl: optional ``HierarchicalContrastiveLoss`` config; one module
             (and prototype bank) per stage, fed the class features of the
             matched queries and their tree-node labels.
@@ -52,15 +69,21 @@ class OrientedQueryDETR(BaseDetector):
                  query_head: dict,
                  decoder: dict,
                  label_tree: Union[dict, LabelTree],
+                 strides: Sequence[int] = (4, 8, 16, 32, 64),
+                 num_cls_fcs: int = 1,
+                 num_reg_fcs: int = 1,
                  assigner: dict = dict(
                      type='TopkHungarianRotatedAssigner', topk=1,
                      match_costs=[dict(type='mmdet.FocalLossCost', weight=2.0),
-                                  dict(type='RotatedBBoxL1Cost', weight=2.0),
+                                  dict(type='RotatedBBoxL1Cost', weight=2.0,
+                                       angle_version='le90'),
                                   dict(type='RotatedIoUCostWithFallback', weight=5.0)]),
                  loss_cls: dict = dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0,
                                        alpha=0.25, loss_weight=2.0),
                  loss_bbox: dict = dict(type='mmdet.L1Loss', loss_weight=2.0),
-                 loss_iou: dict = dict(type='RotatedIoULossWithFallback', loss_weight=5.0),
+                 loss_iou: dict = dict(type='RotatedIoULossWithFallback', mode='linear',
+                                       loss_weight=5.0),
+                 l1_angle_version: Optional[str] = 'le90',
                  loss_hcl: Optional[dict] = None,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
@@ -71,6 +94,7 @@ class OrientedQueryDETR(BaseDetector):
         self.num_classes = self.label_tree.num_classes
         self.register_buffer('leaf_mask', torch.as_tensor(self.label_tree.leaf_mask,
                                                           dtype=torch.bool), persistent=False)
+        self.strides = tuple(strides)
         self.backbone = MODELS.build(copy.deepcopy(backbone))
         self.neck = MODELS.build(copy.deepcopy(neck))
         decoder = copy.deepcopy(decoder)
@@ -80,16 +104,17 @@ class OrientedQueryDETR(BaseDetector):
         embed_dims = self.layers[0].embed_dims
         self.query_head = MODELS.build(copy.deepcopy(query_head), default_args=dict(
             num_classes=self.num_classes, in_channels=embed_dims,
-            content_channels=self.layers[0].content_channels))
-        self.cls_heads = nn.ModuleList(
-            nn.Linear(embed_dims, self.num_classes) for _ in self.layers)
-        self.reg_heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(embed_dims, embed_dims), nn.ReLU(inplace=True),
-                          nn.Linear(embed_dims, 5)) for _ in self.layers)
+            content_channels=self.layers[0].content_channels, strides=self.strides))
+        self.cls_branches = nn.ModuleList(
+            prediction_head(embed_dims, self.num_classes, num_cls_fcs) for _ in self.layers)
+        self.reg_branches = nn.ModuleList(
+            prediction_head(embed_dims, 5, num_reg_fcs) for _ in self.layers)
         self.assigner = TASK_UTILS.build(copy.deepcopy(assigner))
         self.loss_cls = MODELS.build(copy.deepcopy(loss_cls))
         self.loss_bbox = MODELS.build(copy.deepcopy(loss_bbox))
         self.loss_iou = MODELS.build(copy.deepcopy(loss_iou))
+        normalize_rboxes(torch.zeros(1, 5), (1, 1), l1_angle_version)  # validates it
+        self.l1_angle_version = l1_angle_version
         self.loss_hcl = None if loss_hcl is None else nn.ModuleList(
             MODELS.build(copy.deepcopy(loss_hcl), default_args=dict(
                 label_tree=self.label_tree.to_config(), in_channels=embed_dims))
@@ -99,11 +124,16 @@ class OrientedQueryDETR(BaseDetector):
 
     def init_weights(self) -> None:
         super().init_weights()
-        prior = -torch.log(torch.tensor((1 - 0.01) / 0.01)).item()
-        for cls_head, reg_head in zip(self.cls_heads, self.reg_heads):
-            nn.init.constant_(cls_head.bias, prior)
-            nn.init.zeros_(reg_head[-1].weight)
-            nn.init.zeros_(reg_head[-1].bias)
+        for layer in self.layers:
+            layer.init_weights()
+        for cls_branch, reg_branch in zip(self.cls_branches, self.reg_branches):
+            for m in [*cls_branch, *reg_branch]:
+                if isinstance(m, nn.Linear):
+                    m.reset_parameters()
+                    nn.init.xavier_uniform_(m.weight)
+            nn.init.constant_(cls_branch[-1].bias, bias_init_with_prob(0.01))
+            nn.init.zeros_(reg_branch[-1].weight)
+            nn.init.zeros_(reg_branch[-1].bias)
 
     def set_epoch(self, epoch: int) -> None:
         """Pass the 0-based epoch on to the contrastive losses (mmdet ``SetEpochInfoHook``)."""
@@ -114,35 +144,37 @@ class OrientedQueryDETR(BaseDetector):
     def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor, ...]:
         return tuple(self.neck(self.backbone(batch_inputs)))
 
-    def forward_stages(self, batch_inputs: Tensor):
-        """Images (B, 3, H, W) -> dense outputs ``(logits, boxes, priors)`` and one
-        ``(logits, boxes, cls_feats)`` per stage; boxes ``(cx, cy, w, h, t)`` le90, pixels."""
+    def forward_stages(self, batch_inputs: Tensor) -> Tuple[dict, List[StageOutput]]:
+        """Images (B, 3, H, W) -> the query head's outputs (``feats``, ``queries``
+        ``(xyzrt, content)``, candidates ``main``/``aux``) and one :class:`StageOutput`
+        per decoder stage."""
         feats = self.extract_feat(batch_inputs)
-        logits, boxes, memory = self.query_head(feats)
-        content, query_boxes = self.query_head.select(logits, boxes, memory)
-        h, w = batch_inputs.shape[-2:]
-        img_size = batch_inputs.new_tensor([w, h]).expand(len(batch_inputs), 2)
+        xyzrt, content, main, aux = self.query_head.select(self.query_head(feats))
+        head = dict(feats=feats, queries=(xyzrt, content), main=main, aux=aux)
         stages: List[StageOutput] = []
-        for layer, cls_head, reg_head in zip(self.layers, self.cls_heads, self.reg_heads):
-            content = layer(content, query_boxes, feats, img_size)
+        for layer, cls_branch, reg_branch in zip(self.layers, self.cls_branches,
+                                                 self.reg_branches):
+            content = layer(content, xyzrt, feats, self.strides)
             cls_feat, loc_feat = layer.split(content)
-            new_boxes = refine_boxes(query_boxes, reg_head(loc_feat))
-            stages.append((cls_head(cls_feat), new_boxes, cls_feat))
-            query_boxes = new_boxes.detach()
-        return (logits, boxes, self.query_head.priors(feats)), stages
+            new_xyzrt = refine_xyzrt(xyzrt, reg_branch(loc_feat))
+            stages.append(StageOutput(cls_branch(cls_feat), xyzrt_to_boxes(new_xyzrt),
+                                      new_xyzrt, cls_feat))
+            xyzrt = new_xyzrt.detach()
+        return head, stages
 
     def _forward(self, batch_inputs: Tensor, batch_data_samples: SampleList = None):
         _, stages = self.forward_stages(batch_inputs)
-        return tuple((logits, boxes) for logits, boxes, _ in stages)
+        return tuple((s.logits, s.boxes) for s in stages)
 
     # -------------------------------------------------------------- loss
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> Dict[str, Tensor]:
-        """Dense losses (``dense.*``) and, per stage i, ``s{i}.loss_cls``,
-        ``s{i}.loss_bbox``, ``s{i}.loss_iou`` and ``s{i}.loss_hcl_lv{l}``."""
+        """Query-head losses (``dense.*``, ``dense_aux.*``) and, per stage i,
+        ``s{i}.loss_cls``, ``s{i}.loss_bbox``, ``s{i}.loss_iou``, ``s{i}.pos_acc``
+        (logged only) and ``s{i}.loss_hcl_lv{l}``."""
         metas = [s.metainfo for s in batch_data_samples]
         gts = [self._gt_instances(s) for s in batch_data_samples]
-        (logits, boxes, priors), stages = self.forward_stages(batch_inputs)
-        losses = self.query_head.loss(logits, boxes, priors, gts, metas)
+        head, stages = self.forward_stages(batch_inputs)
+        losses = self.query_head.loss(head['main'], head['aux'], gts, metas)
         for i, stage in enumerate(stages):
             losses.update({f's{i}.{k}': v for k, v in self.stage_loss(i, stage, gts,
                                                                       metas).items()})
@@ -155,13 +187,14 @@ class OrientedQueryDETR(BaseDetector):
         boxes = gt.bboxes.tensor if hasattr(gt.bboxes, 'tensor') else gt.bboxes
         return InstanceData(bboxes=regularize_le90(boxes.float()), labels=gt.labels.long())
 
-    def stage_loss(self, stage_idx: int, stage: StageOutput, gts: List[InstanceData],
-                   metas: List[dict]) -> Dict[str, Tensor]:
-        logits, boxes, cls_feats = stage
-        b, n, k = logits.shape
-        labels = logits.new_full((b, n), k, dtype=torch.long)
+    def match(self, stage: StageOutput, gts: List[InstanceData],
+              metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Hungarian matching of one stage -> image and query index of every positive,
+        its ground-truth box, and the (B * N,) labels (K for background)."""
+        b, n, k = stage.logits.shape
+        labels = stage.logits.new_full((b, n), k, dtype=torch.long)
         pos_b, pos_q, pos_gt = [], [], []
-        for j, (lg, bx, gt, meta) in enumerate(zip(logits, boxes, gts, metas)):
+        for j, (lg, bx, gt, meta) in enumerate(zip(stage.logits, stage.boxes, gts, metas)):
             preds = InstanceData(scores=lg.detach(), bboxes=bx.detach())
             inds = self.assigner.assign(preds, gt, meta).gt_inds
             q = (inds > 0).nonzero().squeeze(1)
@@ -169,24 +202,30 @@ class OrientedQueryDETR(BaseDetector):
             pos_b.append(torch.full_like(q, j))
             pos_q.append(q)
             pos_gt.append(gt.bboxes[inds[q] - 1])
-        pos_b, pos_q = torch.cat(pos_b), torch.cat(pos_q)
-        num_pos = reduce_mean(logits.new_tensor(float(len(pos_q)))).clamp(min=1.0).item()
-        losses = dict(loss_cls=self.loss_cls(logits.flatten(0, 1), labels.flatten(),
-                                             avg_factor=num_pos))
-        pred_pos, gt_pos = boxes[pos_b, pos_q], torch.cat(pos_gt)
+        return torch.cat(pos_b), torch.cat(pos_q), torch.cat(pos_gt), labels.flatten()
+
+    def stage_loss(self, stage_idx: int, stage: StageOutput, gts: List[InstanceData],
+                   metas: List[dict]) -> Dict[str, Tensor]:
+        pos_b, pos_q, gt_pos, labels = self.match(stage, gts, metas)
+        logits = stage.logits.flatten(0, 1)
+        # the published code does not clamp: a batch without objects would divide by ~0
+        num_pos = reduce_mean(logits.new_tensor(float(len(pos_q)))).clamp(min=1.0)
+        losses = dict(loss_cls=self.loss_cls(logits, labels, avg_factor=num_pos))
+        flat_pos = pos_b * stage.logits.shape[1] + pos_q
+        losses['pos_acc'] = accuracy(logits[flat_pos].detach(), labels[flat_pos])
+        pred_pos = stage.boxes[pos_b, pos_q]
         if len(pred_pos):
-            # L1 on boxes in units of their image: (cx/W, cy/H, w/W, h/H, t)
-            scale = torch.stack([normalize_rboxes(boxes.new_ones(1, 5), m['img_shape'])[0]
-                                 for m in metas])[pos_b]
-            losses['loss_bbox'] = self.loss_bbox(pred_pos * scale, gt_pos * scale,
-                                                 avg_factor=num_pos)
+            hw = pred_pos.new_tensor([metas[j]['img_shape'][:2] for j in pos_b.tolist()])
+            losses['loss_bbox'] = self.loss_bbox(
+                normalize_rboxes(pred_pos, hw, self.l1_angle_version),
+                normalize_rboxes(gt_pos, hw, self.l1_angle_version), avg_factor=num_pos)
             losses['loss_iou'] = self.loss_iou(pred_pos, gt_pos, avg_factor=num_pos)
         else:  # no ground truth in the batch: zero losses that keep every parameter in the graph
-            losses['loss_bbox'] = losses['loss_iou'] = boxes.sum() * 0
+            losses['loss_bbox'] = losses['loss_iou'] = stage.boxes.sum() * 0
         if self.loss_hcl is not None:
             losses.update(self.loss_hcl[stage_idx](
-                cls_feats[pos_b, pos_q], labels[pos_b, pos_q],
-                classifier_weight=self.cls_heads[stage_idx].weight))
+                stage.cls_feats[pos_b, pos_q], labels[flat_pos],
+                classifier_weight=self.cls_branches[stage_idx][-1].weight))
         return losses
 
     # ----------------------------------------------------------- predict
@@ -194,9 +233,9 @@ class OrientedQueryDETR(BaseDetector):
                 rescale: bool = True) -> SampleList:
         """Last stage: scores of leaf nodes only, top ``max_per_img`` (query, leaf) pairs."""
         _, stages = self.forward_stages(batch_inputs)
-        logits, boxes, _ = stages[-1]
+        last = stages[-1]
         results = [self.predict_single(lg, bx, s.metainfo, rescale)
-                   for lg, bx, s in zip(logits, boxes, batch_data_samples)]
+                   for lg, bx, s in zip(last.logits, last.boxes, batch_data_samples)]
         return self.add_pred_to_datasample(batch_data_samples, results)
 
     def predict_single(self, logits: Tensor, boxes: Tensor, meta: dict,

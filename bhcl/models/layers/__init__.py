@@ -1,11 +1,12 @@
-from .box_biased_self_attention import BoxBiasedSelfAttention
 from .oriented_sampling_attention import OrientedSamplingAttention
-from .query_decoder_layer import DecoupledQueryDecoderLayer, QueryBranch, QueryDecoderLayer
-from .rbox_ops import (gaussian_wasserstein_distance, gaussian_wasserstein_similarity,
-                       norm_angle_le90, refine_boxes, regularize_le90)
+from .query_decoder_layer import (BoxBiasedSelfAttention, DecoupledQueryDecoderLayer,
+                                  QueryBranch, QueryDecoderLayer)
+from .rbox_ops import (boxes_to_xyzrt, gaussian_position_encoding, gaussian_similarity,
+                       norm_angle_le90, refine_xyzrt, regularize_le90, xyzrt_to_boxes)
 
 __all__ = [
     'BoxBiasedSelfAttention', 'OrientedSamplingAttention', 'QueryBranch', 'QueryDecoderLayer',
-    'DecoupledQueryDecoderLayer', 'gaussian_wasserstein_distance',
-    'gaussian_wasserstein_similarity', 'norm_angle_le90', 'refine_boxes', 'regularize_le90'
+    'DecoupledQueryDecoderLayer', 'boxes_to_xyzrt', 'gaussian_position_encoding',
+    'gaussian_similarity', 'norm_angle_le90', 'refine_xyzrt', 'regularize_le90',
+    'xyzrt_to_boxes'
 ]

@@ -1,10 +1,10 @@
-"""Query decoder layers: a shared self-attention and one or two query branches.
+"""OrientedFormer decoder stages: a shared self-attention and one or two query branches.
 
-The baseline layer (:class:`QueryDecoderLayer`) has one branch that feeds both
-the class and the box head. :class:`DecoupledQueryDecoderLayer` keeps content
-of width 2C = concat(cls, loc): the self-attention runs over all 2C channels,
-then each half goes through its own cross-attention and FFN, so the class
-half and the box half only meet in the self-attention.
+The baseline layer (:class:`QueryDecoderLayer`) has one branch whose output
+feeds both the class and the box head. :class:`DecoupledQueryDecoderLayer`
+keeps content of width 2C = concat(cls, loc): the self-attention runs over all
+2C channels, then each half goes through its own oriented cross-attention and
+FFN, so the class half and the box half only meet in the self-attention.
 """
 from typing import Sequence, Tuple
 
@@ -12,98 +12,129 @@ import torch
 from mmrotate.registry import MODELS
 from torch import Tensor, nn
 
-from .box_biased_self_attention import BoxBiasedSelfAttention
 from .oriented_sampling_attention import OrientedSamplingAttention
+from .rbox_ops import gaussian_position_encoding, gaussian_similarity, xyzrt_to_boxes
+
+
+class BoxBiasedSelfAttention(nn.Module):
+    """Query self-attention with a Gaussian box encoding and a box-similarity bias.
+
+    The encoding of each query's box (:func:`gaussian_position_encoding`, C
+    channels) is added to every C-channel part of the content; the attention
+    logits of head h get ``tau_h * log(similarity + 1e-7)`` with
+    :func:`gaussian_similarity` and a learnable ``tau``. Residual, then LayerNorm.
+
+    Args:
+        embed_dims: content width (C, or 2C for decoupled queries).
+        num_heads: attention heads.
+        pe_channels: C, the width of the box encoding.
+        dropout: attention dropout.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, pe_channels: int,
+                 dropout: float = 0.0):
+        super().__init__()
+        if embed_dims % pe_channels or pe_channels % 4:
+            raise ValueError(f'embed_dims {embed_dims} must be a multiple of pe_channels '
+                             f'{pe_channels}, itself a multiple of 4')
+        self.pe_channels = pe_channels
+        self.tau = nn.Parameter(torch.ones(num_heads))
+        self.attn = nn.MultiheadAttention(embed_dims, num_heads, dropout=dropout,
+                                          batch_first=True)
+        self.norm = nn.LayerNorm(embed_dims)
+
+    def forward(self, content: Tensor, xyzrt: Tensor) -> Tensor:
+        """(B, N, D) content, (B, N, 5) query boxes ``xyzrt`` -> (B, N, D)."""
+        with torch.no_grad():
+            boxes = xyzrt_to_boxes(xyzrt.detach())
+            log_sim = (gaussian_similarity(boxes) + 1e-7).log()
+            pe = gaussian_position_encoding(boxes, self.pe_channels // 4)
+        bias = (log_sim[:, None] * self.tau.view(1, -1, 1, 1)).flatten(0, 1)
+        query = content + pe.repeat(1, 1, content.shape[-1] // self.pe_channels)
+        out = self.attn(query, query, query, attn_mask=bias.to(query.dtype),
+                        need_weights=False)[0]
+        return self.norm(query + out)
 
 
 class QueryBranch(nn.Module):
-    """Cross-attention + FFN with post-norms over C channels."""
+    """Oriented cross-attention (with its residual) + LN, then FFN + residual + LN."""
 
-    def __init__(self, embed_dims: int, num_heads: int, num_points: int,
-                 strides: Sequence[int], ffn_channels: int, dropout: float):
+    def __init__(self, embed_dims: int, attn_cfg: dict, ffn_channels: int, dropout: float):
         super().__init__()
-        self.cross_attn = OrientedSamplingAttention(embed_dims, num_heads, num_points, strides)
-        self.norm1 = nn.LayerNorm(embed_dims)
+        self.cross_attn = OrientedSamplingAttention(embed_dims=embed_dims, **attn_cfg)
+        self.cross_attn_norm = nn.LayerNorm(embed_dims)
         self.ffn = nn.Sequential(
             nn.Linear(embed_dims, ffn_channels), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(ffn_channels, embed_dims))
-        self.norm2 = nn.LayerNorm(embed_dims)
-        self.dropout = nn.Dropout(dropout)
+            nn.Linear(ffn_channels, embed_dims), nn.Dropout(dropout))
+        self.ffn_norm = nn.LayerNorm(embed_dims)
 
-    def forward(self, query: Tensor, boxes: Tensor, feats: Sequence[Tensor]) -> Tensor:
-        query = self.norm1(query + self.dropout(self.cross_attn(query, boxes, feats)))
-        return self.norm2(query + self.dropout(self.ffn(query)))
+    def forward(self, query: Tensor, xyzrt: Tensor, feats: Sequence[Tensor],
+                strides: Sequence[int]) -> Tensor:
+        query = self.cross_attn_norm(self.cross_attn(query, xyzrt, feats, strides))
+        return self.ffn_norm(query + self.ffn(query))
 
 
 @MODELS.register_module()
 class QueryDecoderLayer(nn.Module):
-    """One decoder stage of the baseline: shared content feeds class and box heads.
+    """One OrientedFormer decoder stage (baseline): one branch feeds class and box heads.
 
     Args:
-        embed_dims: C, the width of each branch (and of the neck features).
-        num_heads: heads of the self- and cross-attention.
-        num_points: sampling points per head of the cross-attention.
-        strides: strides of the pyramid levels.
+        embed_dims: C, the width of a branch (and of the neck features).
+        num_heads: heads of the self-attention.
+        attn_cfg: ``num_heads``, ``num_points``, ``reduction`` of the oriented
+            cross-attention (paper: 64, 32, 4).
         ffn_channels: hidden width of each FFN.
-        dropout: dropout in attention and FFN.
+        dropout: dropout of the self-attention and the FFNs.
     """
     num_branches = 1
 
     def __init__(self,
                  embed_dims: int = 256,
                  num_heads: int = 8,
-                 num_points: int = 16,
-                 strides: Sequence[int] = (4, 8, 16, 32, 64),
+                 attn_cfg: dict = dict(num_heads=64, num_points=32, reduction=4),
                  ffn_channels: int = 2048,
                  dropout: float = 0.0):
         super().__init__()
         self.embed_dims = embed_dims
-        width = embed_dims * self.num_branches
-        self.self_attn = BoxBiasedSelfAttention(width, num_heads * self.num_branches, dropout)
-        self.norm = nn.LayerNorm(width)
+        self.self_attn = BoxBiasedSelfAttention(self.content_channels, num_heads, embed_dims,
+                                                dropout)
         self.branches = nn.ModuleList(
-            QueryBranch(embed_dims, num_heads, num_points, strides, ffn_channels, dropout)
+            QueryBranch(embed_dims, dict(attn_cfg), ffn_channels, dropout)
             for _ in range(self.num_branches))
-        self.dropout = nn.Dropout(dropout)
 
     @property
     def content_channels(self) -> int:
         """Width of the query content this layer reads and writes."""
         return self.embed_dims * self.num_branches
 
-    def forward(self, content: Tensor, boxes: Tensor, feats: Sequence[Tensor],
-                img_size: Tensor) -> Tensor:
-        """Update the query content.
+    def init_weights(self) -> None:
+        """Xavier-uniform weights and PyTorch's default biases for every linear layer,
+        ``tau`` uniform in [0, 4]: the published initialisation."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                m.reset_parameters()
+                nn.init.xavier_uniform_(m.weight)
+        nn.init.uniform_(self.self_attn.tau, 0.0, 4.0)
 
-        Args:
-            content: (B, N, content_channels).
-            boxes: (B, N, 5) current boxes ``(cx, cy, w, h, t)`` le90, pixels.
-            feats: pyramid levels, each (B, C, H_l, W_l).
-            img_size: (B, 2) padded input ``(w, h)``.
-        Returns:
-            (B, N, content_channels).
-        """
-        content = self.norm(content + self.dropout(self.self_attn(content, boxes, img_size)))
-        halves = content.split(self.embed_dims, dim=-1)
-        return torch.cat([branch(half, boxes, feats)
-                          for branch, half in zip(self.branches, halves)], dim=-1)
+    def forward(self, content: Tensor, xyzrt: Tensor, feats: Sequence[Tensor],
+                strides: Sequence[int]) -> Tensor:
+        """(B, N, D) content, (B, N, 5) boxes ``xyzrt``, pyramid maps -> new (B, N, D) content."""
+        content = self.self_attn(content, xyzrt)
+        parts = content.chunk(self.num_branches, dim=-1)
+        return torch.cat([branch(part, xyzrt, feats, strides)
+                          for branch, part in zip(self.branches, parts)], dim=-1)
 
     def split(self, content: Tensor) -> Tuple[Tensor, Tensor]:
-        """(..., content_channels) -> (class features, box features), each (..., C)."""
-        halves = content.split(self.embed_dims, dim=-1)
-        return halves[0], halves[-1]
-
-    def cls_branch_parameters(self):
-        """Parameters only the class features depend on (the first branch)."""
-        return self.branches[0].parameters()
-
-    def loc_branch_parameters(self):
-        """Parameters only the box features depend on (the last branch)."""
-        return self.branches[-1].parameters()
+        """Content -> (class features, box features), each (..., C)."""
+        return content, content
 
 
 @MODELS.register_module()
 class DecoupledQueryDecoderLayer(QueryDecoderLayer):
-    """Decoupled stage: content is concat(cls, loc) (2C); two branches after a shared
-    self-attention (twice the heads, so each head keeps C / num_heads channels)."""
+    """Decoupled stage: content ``concat(cls, loc)`` of width 2C, shared self-attention,
+    a cross-attention + FFN per half; classification reads the first half only."""
     num_branches = 2
+
+    def split(self, content: Tensor) -> Tuple[Tensor, Tensor]:
+        cls_feat, loc_feat = content.chunk(2, dim=-1)
+        return cls_feat, loc_feat

@@ -1,4 +1,9 @@
-"""Small torch helpers on rotated boxes ``(cx, cy, w, h, t)``, angle version le90."""
+"""Small torch helpers on rotated boxes ``(cx, cy, w, h, t)``, angle version le90.
+
+Decoder queries carry their box as ``xyzrt = (cx, cy, z, r, t)`` with
+``z = log2 sqrt(w h)`` (scale) and ``r = log2(h / w)`` (aspect), as in
+OrientedFormer: the box is then ``w = 2^(z - r/2)``, ``h = 2^(z + r/2)``.
+"""
 import math
 
 import torch
@@ -19,69 +24,80 @@ def regularize_le90(boxes: Tensor) -> Tensor:
     return torch.stack([cx, cy, w_, h_, t], dim=-1)
 
 
-def refine_boxes(boxes: Tensor, deltas: Tensor, max_log_ratio: float = 4.0) -> Tensor:
-    """Apply deltas ``(dx, dy, dw, dh, dt)`` to (..., 5) boxes; returns le90 boxes.
+def boxes_to_xyzrt(boxes: Tensor) -> Tensor:
+    """(..., 5) boxes ``(cx, cy, w, h, t)`` -> ``(cx, cy, z, r, t)`` (w, h > 0)."""
+    wh = boxes[..., 2:4]
+    z = wh.prod(-1, keepdim=True).sqrt().log2()
+    r = (wh[..., 1:2] / wh[..., 0:1]).log2()
+    return torch.cat([boxes[..., :2], z, r, boxes[..., 4:]], dim=-1)
 
-    ``dx, dy`` move the centre along the box's own axes in units of ``w, h``;
-    ``dw, dh`` are log-ratios (clamped); ``dt`` is added to the angle.
+
+def xyzrt_to_boxes(xyzrt: Tensor) -> Tensor:
+    """(..., 5) ``(cx, cy, z, r, t)`` -> le90 boxes ``(cx, cy, w, h, t)``."""
+    scale = 2.0**xyzrt[..., 2:3]
+    aspect = 2.0**torch.cat([xyzrt[..., 3:4] * -0.5, xyzrt[..., 3:4] * 0.5], dim=-1)
+    boxes = torch.cat([xyzrt[..., :2], scale * aspect, xyzrt[..., 4:]], dim=-1)
+    return regularize_le90(boxes)
+
+
+def refine_xyzrt(xyzrt: Tensor, deltas: Tensor) -> Tensor:
+    """Apply ``(dx, dy, dz, dr, dt)`` to (..., 5) ``xyzrt``.
+
+    The centre moves by ``(dx, dy) * 2^z`` (image axes, in units of the box
+    scale), ``z`` and ``r`` are shifted, the angle is rotated and wrapped to le90.
     """
-    cx, cy, w, h, t = boxes.unbind(-1)
-    dx, dy, dw, dh, dt = deltas.unbind(-1)
-    cos, sin = torch.cos(t), torch.sin(t)
-    ox, oy = dx * w, dy * h
-    new = torch.stack([
-        cx + ox * cos - oy * sin, cy + ox * sin + oy * cos,
-        w * torch.exp(dw.clamp(-max_log_ratio, max_log_ratio)),
-        h * torch.exp(dh.clamp(-max_log_ratio, max_log_ratio)), t + dt
-    ], dim=-1)
-    return regularize_le90(new)
+    xy = xyzrt[..., :2] + deltas[..., :2] * 2.0**xyzrt[..., 2:3]
+    zr = xyzrt[..., 2:4] + deltas[..., 2:4]
+    t = norm_angle_le90(xyzrt[..., 4:] + deltas[..., 4:])
+    return torch.cat([xy, zr, t], dim=-1)
 
 
 def box_gaussians(boxes: Tensor):
-    """(..., 5) boxes -> means (..., 2) and covariances (..., 2, 2) of their Gaussians."""
-    w, h, t = boxes[..., 2], boxes[..., 3], boxes[..., 4]
+    """(..., 5) boxes -> means (..., 2) and covariances (..., 2, 2) ``R diag(w/2, h/2)^2 R^T``."""
+    wh = boxes[..., 2:4].clamp(min=1e-7, max=1e7)
+    t = boxes[..., 4]
     cos, sin = torch.cos(t), torch.sin(t)
     rot = torch.stack([cos, -sin, sin, cos], dim=-1).unflatten(-1, (2, 2))
-    diag = torch.diag_embed(torch.stack([w, h], dim=-1).pow(2) / 4)
-    return boxes[..., :2], rot @ diag @ rot.transpose(-1, -2)
+    half_sq = torch.diag_embed((0.5 * wh).square())
+    return boxes[..., :2], rot @ half_sq @ rot.transpose(-1, -2)
 
 
-def gaussian_wasserstein_distance(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise 2-Wasserstein distance between the Gaussians of two box sets.
+def gaussian_position_encoding(boxes: Tensor, num_feats: int,
+                               temperature: float = 10000.) -> Tensor:
+    """Sinusoidal encoding of each box's Gaussian, (..., 5) -> (..., 4 * num_feats).
 
-    Args:
-        boxes1: (B, N, 5), boxes2: (B, M, 5).
-    Returns:
-        (B, N, M) distances (same units as the boxes).
+    For each axis a of the centre ``mu_a`` and variance ``var_a`` and frequency
+    ``d_k = temperature^(2 floor(k/2) / num_feats)``:
+    ``exp(-var_a / (2 d_k^2)) * (sin(mu_a / d_k), cos(mu_a / d_k))``, interleaved;
+    the x features come first. The damping is the characteristic function of the
+    Gaussian: small boxes keep their high frequencies, large ones lose them.
     """
-    mu1, s1 = box_gaussians(boxes1)
-    mu2, s2 = box_gaussians(boxes2)
-    centre = torch.cdist(mu1, mu2).pow(2)
-    s1, s2 = s1[:, :, None], s2[:, None]
-    # for 2x2 SPD matrices: Tr((S1^1/2 S2 S1^1/2)^1/2) = sqrt(Tr(S1 S2) + 2 sqrt(det(S1 S2)))
-    prod = s1 @ s2
-    tr_prod = prod.diagonal(dim1=-2, dim2=-1).sum(-1)
-    det = (torch.linalg.det(s1) * torch.linalg.det(s2)).clamp(min=0)
-    cross = (tr_prod + 2 * det.sqrt()).clamp(min=0).sqrt()
-    trace = s1.diagonal(dim1=-2, dim2=-1).sum(-1) + s2.diagonal(dim1=-2, dim2=-1).sum(-1)
-    return (centre + trace - 2 * cross).clamp(min=0).sqrt()
+    mean, cov = box_gaussians(boxes)
+    var = torch.stack([cov[..., 0, 0], cov[..., 1, 1]], dim=-1)
+    k = torch.arange(num_feats, dtype=torch.float32, device=boxes.device)
+    freq = temperature**(2 * torch.div(k, 2, rounding_mode='floor') / num_feats)
+    phase = mean[..., None] / freq
+    damp = torch.exp(-0.5 * var[..., None] / freq**2)
+    enc = torch.stack([damp * torch.sin(phase), damp * torch.cos(phase)], dim=-1)
+    return enc.flatten(-3)
 
 
-def gaussian_wasserstein_similarity(boxes: Tensor, eps: float = 1e-6) -> Tensor:
-    """(B, N, 5) boxes -> (B, N, N) scale-invariant similarity in (0, 1].
+def gaussian_similarity(boxes: Tensor, eps: float = 1e-7) -> Tensor:
+    """(B, N, 5) boxes -> (B, N, N) normalised Gaussian-Wasserstein similarity.
 
-    ``1 / (1 + W2_ij / s_ij)`` with ``s_ij`` the mean of ``sqrt(w h)`` of the two boxes.
+    ``1 / (1 + W2_ij / s_ij)`` where ``W2`` is the 2-Wasserstein distance of the
+    box Gaussians and ``s_ij = 2 (det S_i det S_j)^(1/8)`` (twice the geometric
+    mean of the four half-axes, i.e. of ``sqrt(w h / 4)``). Every square root
+    is clamped below at ``eps``, as in OrientedFormer.
     """
-    dist = gaussian_wasserstein_distance(boxes, boxes)
-    scale = (boxes[..., 2] * boxes[..., 3]).clamp(min=eps).sqrt()
-    scale = (scale[:, :, None] + scale[:, None]) / 2
-    return 1 / (1 + dist / scale.clamp(min=eps))
-
-
-def box_position_features(boxes: Tensor, img_size: Tensor) -> Tensor:
-    """(B, N, 5) boxes, (B, 2) image ``(w, h)`` -> (B, N, 6) scale-free box descriptors."""
-    size = img_size[:, None, :].to(boxes)
-    xy = boxes[..., :2] / size
-    wh = torch.log(boxes[..., 2:4].clamp(min=1e-3) / size)
-    t = boxes[..., 4:5] * 2  # le90 angles differ by pi for the same box: use 2t
-    return torch.cat([xy, wh, torch.cos(t), torch.sin(t)], dim=-1)
+    mu, cov = box_gaussians(boxes)
+    centre = (mu[:, :, None] - mu[:, None]).square().sum(-1)
+    trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
+    prod = torch.einsum('bnij,bmjk->bnmik', cov, cov)
+    tr_prod = prod[..., 0, 0] + prod[..., 1, 1]
+    det = torch.det(cov)
+    det_sqrt = (det[:, :, None] * det[:, None]).clamp(eps).sqrt()
+    shape = trace[:, :, None] + trace[:, None] - 2 * (tr_prod + 2 * det_sqrt).clamp(eps).sqrt()
+    dist = (centre + shape).clamp(eps).sqrt()
+    scale = 2 * det_sqrt.clamp(eps).sqrt().clamp(eps).sqrt().clamp(eps)
+    return 1 / (1 + dist / scale)

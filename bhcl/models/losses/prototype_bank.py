@@ -49,21 +49,24 @@ class EMAPrototypeBank(PrototypeBank):
     Node c at depth l moves by ``M_c <- (1 - eps^(L-l)) M_c + eps^(L-l) mean_c``
     and is renormalised (L = number of tree levels, depth 0-based), so leaves
     follow the batch fastest. Rows start at zero and stay hidden (``valid``
-    False) until their class has been seen once. State lives in the buffers
+    False) until their class has been seen once; ``hide_unseen=False`` uses
+    them as they are, zero rows included (the published code). State lives in the buffers
     ``prototypes`` and ``initialized`` (saved in checkpoints).
 
     Args:
         label_tree: ``dict(paths=...)`` or a ``LabelTree``.
         feat_channels: embedding width D.
         epsilon: eps above (paper: 0.1).
+        hide_unseen: hide rows whose class has not been seen yet.
     """
 
     def __init__(self, label_tree: Union[dict, LabelTree], feat_channels: int,
-                 epsilon: float = 0.1):
+                 epsilon: float = 0.1, hide_unseen: bool = True):
         super().__init__(label_tree, feat_channels)
         if not 0 < epsilon < 1:
             raise ValueError(f'epsilon must be in (0, 1), got {epsilon}')
         self.epsilon = epsilon
+        self.hide_unseen = hide_unseen
         ancestors = torch.as_tensor(self.label_tree.ancestors)
         self.register_buffer('prototypes', torch.zeros(self.num_classes, feat_channels))
         self.register_buffer('initialized', torch.zeros(self.num_classes, dtype=torch.bool))
@@ -74,7 +77,9 @@ class EMAPrototypeBank(PrototypeBank):
                 project: Callable[[Tensor], Tensor],
                 classifier_weight: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         # a copy: a later update() must not alter what a graph has saved
-        return self.prototypes.detach().clone(), self.initialized.clone()
+        valid = self.initialized.clone() if self.hide_unseen else self._all_valid(
+            self.prototypes.device)
+        return self.prototypes.detach().clone(), valid
 
     @torch.no_grad()
     def update(self, features: Tensor, labels: Tensor) -> None:

@@ -1,0 +1,3 @@
+from .channel_mapper_gn import ChannelMapperGN
+
+__all__ = ['ChannelMapperGN']
