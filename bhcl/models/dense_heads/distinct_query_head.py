@@ -31,6 +31,7 @@ from mmrotate.structures.bbox import distance2obb, rbbox_overlaps
 from torch import Tensor, nn
 
 from bhcl.models.layers.rbox_ops import boxes_to_xyzrt
+from bhcl.ops.nms_rotated import batched_nms_rotated_exact
 
 Candidates = Tuple[Tensor, Tensor, Tensor]  # scores (n, K), boxes (n, 5), location ids (n,)
 
@@ -220,9 +221,13 @@ class DistinctQueryHead(BaseModule):
         scores, boxes, ids = candidates
         if len(boxes) == 0:
             return candidates
-        best = scores.max(-1).values
-        _, keep = batched_nms(boxes.detach(), best.detach(), torch.ones_like(ids),
-                              dict(type='nms_rotated', iou_threshold=self.nms_iou))
+        best = scores.max(-1).values.detach()
+        if boxes.is_cuda:
+            _, keep = batched_nms(boxes.detach(), best, torch.ones_like(ids),
+                                  dict(type='nms_rotated', iou_threshold=self.nms_iou))
+        else:  # the same kept set as mmcv's CPU kernel, without its O(kept x n) pairs
+            keep = batched_nms_rotated_exact(boxes.detach(), best, torch.ones_like(ids),
+                                             self.nms_iou)
         return scores[keep], boxes[keep], ids[keep]
 
     def make_queries(self, dense: dict, distinct: List[Candidates]) -> Tuple[Tensor, Tensor]:
