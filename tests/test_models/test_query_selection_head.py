@@ -40,8 +40,9 @@ def test_priors_and_zero_deltas_decode_to_prior_boxes():
     assert_close(priors[:3], torch.tensor([[2., 2., 4.], [6., 2., 4.], [10., 2., 4.]]))
     assert_close(priors[-1], torch.tensor([32., 32., 64.]))
     boxes = head.decode(torch.zeros(1, len(priors), 5), priors)
+    # square priors: le90 swaps w == h and turns t by pi/2, as mmrotate does (the same box)
     expected = torch.cat([priors[:, :2], priors[:, 2:3].repeat(1, 2) * 4,
-                          torch.zeros(len(priors), 1)], 1)
+                          torch.full((len(priors), 1), -math.pi / 2)], 1)
     assert_close(boxes[0], expected)
 
 
