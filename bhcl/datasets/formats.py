@@ -83,11 +83,12 @@ def _parse_xml(path: str) -> ET.Element:
 
 
 def _check_xml_encoding(path: str) -> None:
-    """Raise ``FileEncodingError`` if an XML file that failed to parse is
-    non-UTF-8 text without an encoding declaration (the usual cause)."""
+    """Raise ``FileEncodingError`` if an XML file that failed to parse claims
+    (or defaults to) UTF-8 but is not UTF-8 text (the usual cause)."""
     with open(path, 'rb') as f:
         head = f.read(200)
-    if re.match(rb'\s*<\?xml[^>]*encoding=', head.lstrip(b'\xef\xbb\xbf')):
+    declared = re.match(rb'\s*<\?xml[^>]*encoding=["\']([\w.-]+)', head.lstrip(b'\xef\xbb\xbf'))
+    if declared and declared.group(1).lower().replace(b'-', b'') != b'utf8':
         return
     read_text(path)
 

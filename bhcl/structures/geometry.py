@@ -7,8 +7,9 @@ convention keeps ``w >= h`` and ``t`` in ``[-pi/2, pi/2)``, matching
 ``mmrotate.structures.RotatedBoxes.regularize_boxes('le90')``; ``regularize_le90``
 is its only implementation in bhcl (numpy and torch).
 
-Plain numpy + OpenCV (no mm* imports; torch only for tensor inputs) so that data tools, the synthetic
-generator and the metric share one definition.
+Plain numpy + OpenCV (no mm* imports; torch only for tensor inputs) so that
+data tools, the synthetic generator, the metric and the model share one
+definition.
 """
 from __future__ import annotations
 

@@ -137,6 +137,9 @@ def test_non_utf8_xml(tmp_path):
     (tmp_path / 'a.xml').write_bytes(undeclared.encode('latin-1'))
     with pytest.raises(FileEncodingError, match=r'a.xml: not UTF-8 text.*iconv'):
         read_fair1m_xml(str(tmp_path / 'a.xml'))
+    (tmp_path / 'c.xml').write_bytes(text.encode('latin-1'))       # claims UTF-8, is not
+    with pytest.raises(FileEncodingError, match=r'c.xml: not UTF-8 text'):
+        read_fair1m_xml(str(tmp_path / 'c.xml'))
     declared = text.replace('encoding="utf-8"', 'encoding="ISO-8859-1"')
     (tmp_path / 'b.xml').write_bytes(declared.encode('latin-1'))
     assert read_fair1m_xml(str(tmp_path / 'b.xml')).objects[0].name == 'Small Car'
