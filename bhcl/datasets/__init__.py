@@ -3,10 +3,11 @@ from .fair1m import FAIR1MDataset, FAIR1Mv2Dataset
 from .hierarchical_dota import HierarchicalDOTADataset
 from .multi_view import MultiViewDataset, multiview_collate
 from .shiprs import ShipRSImageNetDataset
+from .skip_policy import SkipPolicy
 from .synthetic import generate_synthetic_dataset
 
 __all__ = [
-    'AnnotationError', 'parse_dota_txt', 'format_dota_line', 'HierarchicalDOTADataset',
-    'MultiViewDataset', 'multiview_collate', 'generate_synthetic_dataset',
-    'ShipRSImageNetDataset', 'FAIR1MDataset', 'FAIR1Mv2Dataset'
+    'AnnotationError', 'SkipPolicy', 'parse_dota_txt', 'format_dota_line',
+    'HierarchicalDOTADataset', 'MultiViewDataset', 'multiview_collate',
+    'generate_synthetic_dataset', 'ShipRSImageNetDataset', 'FAIR1MDataset', 'FAIR1Mv2Dataset'
 ]

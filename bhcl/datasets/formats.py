@@ -16,17 +16,21 @@ label tree shared by the datasets and the converters. No mm* imports.
 from __future__ import annotations
 
 import math
+import re
 import os.path as osp
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence, Tuple
+from functools import partial
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..structures.geometry import poly_area
+from ..structures.geometry import poly_area, untangle_quad
 from ..structures.label_tree import LabelTree, UnknownClassError
-from .dota_txt import AnnotationError, read_dota_lines
+from .dota_txt import (AnnotationError, MalformedFileError, parse_dota_fields, read_dota_lines,
+                       read_text)
+from .skip_policy import SkipPolicy
 
 IMG_SUFFIXES = ('bmp', 'png', 'jpg', 'jpeg', 'tif', 'tiff')
 SHIPRS_POLY_TAGS = ('x1', 'y1', 'x2', 'y2', 'x3', 'y3', 'x4', 'y4')
@@ -60,18 +64,48 @@ class RawAnnotation:
     height: Optional[int] = None
     objects: List[RawObject] = field(default_factory=list)
     header_lines: int = 0
+    skipped: Counter = field(default_factory=Counter)   # reason -> objects skipped
+    problems: List[str] = field(default_factory=list)   # messages of skipped objects
 
 
 # ------------------------------------------------------------------ helpers
 def _parse_xml(path: str) -> ET.Element:
+    """The root of an XML file; ``MalformedFileError`` / ``FileEncodingError`` naming it."""
     try:
         return ET.parse(path).getroot()
     except ET.ParseError as e:
-        raise AnnotationError(
+        _check_xml_encoding(path)
+        raise MalformedFileError(
             f'{path}: malformed XML ({e}); re-download or repair the file, or delete it '
             'together with its image.') from None
     except FileNotFoundError:
         raise FileNotFoundError(f'{path}: annotation file not found') from None
+
+
+def _check_xml_encoding(path: str) -> None:
+    """Raise ``FileEncodingError`` if an XML file that failed to parse claims
+    (or defaults to) UTF-8 but is not UTF-8 text (the usual cause)."""
+    with open(path, 'rb') as f:
+        head = f.read(200)
+    declared = re.match(rb'\s*<\?xml[^>]*encoding=["\']([\w.-]+)', head.lstrip(b'\xef\xbb\xbf'))
+    if declared and declared.group(1).lower().replace(b'-', b'') != b'utf8':
+        return
+    read_text(path)
+
+
+def _read_objects(ann: RawAnnotation, elems: Iterable[ET.Element],
+                  parse_one: Callable[[int, ET.Element], RawObject],
+                  policy: SkipPolicy) -> RawAnnotation:
+    """Append ``parse_one(index, element)`` of every object to ``ann``; a bad
+    object raises or is skipped alone (counted in ``ann.skipped``)."""
+    for i, elem in enumerate(elems):
+        try:
+            ann.objects.append(parse_one(i, elem))
+        except AnnotationError as e:
+            policy.skip(e)
+            ann.skipped[e.reason] += 1
+            ann.problems.append(str(e))
+    return ann
 
 
 def _text(elem: Optional[ET.Element]) -> Optional[str]:
@@ -111,39 +145,43 @@ def _image_size(root: ET.Element) -> Tuple[Optional[int], Optional[int]]:
 
 
 # ------------------------------------------------------------ ShipRSImageNet
-def read_shiprs_xml(path: str) -> RawAnnotation:
+def read_shiprs_xml(path: str, on_invalid: Union[str, SkipPolicy] = 'raise') -> RawAnnotation:
     """Read one ShipRSImageNet VOC XML file.
 
-    Raises ``AnnotationError`` naming the file and object index for malformed
-    XML, a missing ``<name>`` or ``<polygon>`` corner, or a non-numeric value.
+    Raises ``AnnotationError`` naming the file and object index for a
+    missing ``<name>`` or ``<polygon>`` corner or a non-numeric value; with
+    ``on_invalid='skip'`` (or a skip policy) such an object is skipped alone.
+    A malformed or non-UTF-8 file always raises.
     """
     root = _parse_xml(path)
     width, height = _image_size(root)
     ann = RawAnnotation(path=path, filename=_text(root.find('filename')) or '',
                         width=width, height=height)
-    for i, obj in enumerate(root.iter('object')):
-        name = _text(obj.find('name'))
-        where = f'{path}: object #{i}' + (f' ({name!r})' if name else '')
-        if name is None:
-            raise AnnotationError(f'{where}: no <name>; every <object> needs its class name.')
-        polygon = obj.find('polygon')
-        if polygon is None:
-            raise AnnotationError(
-                f'{where}: no <polygon> with <x1>..<y4>; the oriented box is required '
-                '(the horizontal <bndbox> alone is not enough).')
-        missing = [t for t in SHIPRS_POLY_TAGS if _text(polygon.find(t)) is None]
-        if missing:
-            raise AnnotationError(f'{where}: <polygon> lacks {", ".join(missing)}; '
-                                  'give all four corners x1 y1 .. x4 y4.')
-        poly = [_number(_text(polygon.find(t)), f'<{t}>', where) for t in SHIPRS_POLY_TAGS]
-        levels = tuple(None if _text(obj.find(t)) is None
-                       else int(_number(_text(obj.find(t)), f'<{t}>', where))
-                       for t in SHIPRS_LEVEL_TAGS)
-        ann.objects.append(RawObject(
-            poly=poly, name=name, index=i,
-            difficulty=_optional_int(obj, 'difficult', where),
-            truncated=_optional_int(obj, 'truncted', where), levels=levels))
-    return ann
+    return _read_objects(ann, root.iter('object'), partial(_shiprs_object, path=path),
+                         SkipPolicy.of(on_invalid))
+
+
+def _shiprs_object(i: int, obj: ET.Element, path: str) -> RawObject:
+    name = _text(obj.find('name'))
+    where = f'{path}: object #{i}' + (f' ({name!r})' if name else '')
+    if name is None:
+        raise AnnotationError(f'{where}: no <name>; every <object> needs its class name.')
+    polygon = obj.find('polygon')
+    if polygon is None:
+        raise AnnotationError(
+            f'{where}: no <polygon> with <x1>..<y4>; the oriented box is required '
+            '(the horizontal <bndbox> alone is not enough).')
+    missing = [t for t in SHIPRS_POLY_TAGS if _text(polygon.find(t)) is None]
+    if missing:
+        raise AnnotationError(f'{where}: <polygon> lacks {", ".join(missing)}; '
+                              'give all four corners x1 y1 .. x4 y4.')
+    poly = [_number(_text(polygon.find(t)), f'<{t}>', where) for t in SHIPRS_POLY_TAGS]
+    levels = tuple(None if _text(obj.find(t)) is None
+                   else int(_number(_text(obj.find(t)), f'<{t}>', where))
+                   for t in SHIPRS_LEVEL_TAGS)
+    return RawObject(poly=untangle_quad(poly), name=name, index=i,
+                     difficulty=_optional_int(obj, 'difficult', where),
+                     truncated=_optional_int(obj, 'truncted', where), levels=levels)
 
 
 def check_shiprs_levels(obj: RawObject, label: int, tree: LabelTree,
@@ -189,61 +227,42 @@ def _parse_point(text: Optional[str], where: str) -> Tuple[float, float]:
     return _number(parts[0], 'point x', where), _number(parts[1], 'point y', where)
 
 
-def untangle_quad(poly: Sequence[float]) -> List[float]:
-    """A crossed (bow-tie) quadrilateral re-ordered into a simple one.
-
-    The corners are sorted by angle around their centre, clockwise on screen
-    (image y points down), starting from the first corner. A simple
-    quadrilateral is returned unchanged.
-    """
-    pts = np.asarray(poly, dtype=np.float64).reshape(4, 2)
-    if not (_segments_cross(pts[0], pts[1], pts[2], pts[3])
-            or _segments_cross(pts[1], pts[2], pts[3], pts[0])):
-        return [float(v) for v in poly]
-    centre = pts.mean(0)
-    angles = np.arctan2(pts[:, 1] - centre[1], pts[:, 0] - centre[0])
-    order = np.argsort((angles - angles[0]) % (2 * np.pi), kind='stable')
-    return pts[order].reshape(-1).tolist()
-
-
-def _segments_cross(a, b, c, d) -> bool:
-    """Whether segments ab and cd properly intersect."""
-    def side(p, q, r):
-        return np.sign((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0]))
-    return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
-
-
-def read_fair1m_xml(path: str) -> RawAnnotation:
+def read_fair1m_xml(path: str, on_invalid: Union[str, SkipPolicy] = 'raise') -> RawAnnotation:
     """Read one FAIR1M XML file (ground truth or a submission).
 
     The first 4 of the ``<point>`` elements are the corners (the 5th closes
     the ring). Their order is not documented: it is kept as written unless
     it crosses itself, then ``untangle_quad`` fixes it (a crossed order would
     otherwise look like a degenerate polygon). ``<probability>``, when
-    present, becomes ``score``. Raises ``AnnotationError`` naming the file and object index for
-    malformed XML, a missing ``<name>``, fewer than 4 points or bad numbers.
+    present, becomes ``score``. Raises ``AnnotationError`` naming the file and
+    object index for a missing ``<name>``, fewer than 4 points or bad numbers;
+    with ``on_invalid='skip'`` (or a skip policy) such an object is skipped
+    alone, the image keeps its valid objects. A malformed or non-UTF-8 file
+    always raises.
     """
     root = _parse_xml(path)
     width, height = _image_size(root)
     ann = RawAnnotation(path=path, filename=_text(root.find('source/filename')) or '',
                         width=width, height=height)
     objects = root.find('objects')
-    for i, obj in enumerate(objects.iter('object') if objects is not None else ()):
-        result = obj.find('possibleresult')
-        name = _text(result.find('name')) if result is not None else None
-        where = f'{path}: object #{i}' + (f' ({name!r})' if name else '')
-        if name is None:
-            raise AnnotationError(f'{where}: no <possibleresult><name>; every <object> '
-                                  'needs its class name.')
-        points = [_parse_point(_text(p), where) for p in obj.iter('point')]
-        if len(points) < 4:
-            raise AnnotationError(f'{where}: {len(points)} <point> elements, need the 4 '
-                                  'corners (plus the first repeated) as "x,y".')
-        prob = _text(result.find('probability'))
-        ann.objects.append(RawObject(
-            poly=untangle_quad([v for p in points[:4] for v in p]), name=name, index=i,
-            score=None if prob is None else _number(prob, '<probability>', where)))
-    return ann
+    return _read_objects(ann, objects.iter('object') if objects is not None else (),
+                         partial(_fair1m_object, path=path), SkipPolicy.of(on_invalid))
+
+
+def _fair1m_object(i: int, obj: ET.Element, path: str) -> RawObject:
+    result = obj.find('possibleresult')
+    name = _text(result.find('name')) if result is not None else None
+    where = f'{path}: object #{i}' + (f' ({name!r})' if name else '')
+    if name is None:
+        raise AnnotationError(f'{where}: no <possibleresult><name>; every <object> '
+                              'needs its class name.')
+    points = [_parse_point(_text(p), where) for p in obj.iter('point')]
+    if len(points) < 4:
+        raise AnnotationError(f'{where}: {len(points)} <point> elements, need the 4 '
+                              'corners (plus the first repeated) as "x,y".')
+    prob = _text(result.find('probability'))
+    return RawObject(poly=untangle_quad([v for p in points[:4] for v in p]), name=name, index=i,
+                     score=None if prob is None else _number(prob, '<probability>', where))
 
 
 def _indent(elem: ET.Element, level: int = 0) -> None:
@@ -304,42 +323,41 @@ def read_image_set(path: str) -> List[str]:
     The whole line is the name, so names with spaces survive.
     """
     stems = []
-    with open(path, encoding='utf-8-sig') as f:
-        for line in f:
-            name = line.strip()
-            if name:
-                stem, ext = osp.splitext(name)
-                stems.append(stem if ext.lstrip('.').lower() in IMG_SUFFIXES else name)
+    for line in read_text(path).splitlines():
+        name = line.strip()
+        if name:
+            stem, ext = osp.splitext(name)
+            stems.append(stem if ext.lstrip('.').lower() in IMG_SUFFIXES else name)
     if not stems:
         raise AnnotationError(f'{path}: the image-set list is empty')
     return stems
 
 
 # ------------------------------------------------------------ DOTA, tree-free
-def read_dota_objects(path: str) -> RawAnnotation:
+def read_dota_objects(path: str, tree: Optional[LabelTree] = None,
+                      on_invalid: Union[str, SkipPolicy] = 'raise') -> RawAnnotation:
     """Read a DOTA ``labelTxt`` file keeping every class name as written.
 
-    Unlike ``parse_dota_txt`` no label tree is involved: a trailing integer
-    token is the difficulty, everything between the 8 coordinates and it is
-    the class name (spaces kept). Header lines are counted in ``header_lines``.
+    Unlike ``parse_dota_txt`` names are not mapped onto a tree. ``tree``, if
+    given, only settles whether a trailing number belongs to the name (see
+    ``dota_txt.split_name_difficulty``: without a tree, a trailing 0, 1 or 2
+    is the difficulty and any other number part of the name). A malformed
+    line raises, or is skipped (``on_invalid``). Header lines are counted in
+    ``header_lines``; a non-UTF-8 file raises ``FileEncodingError``.
     """
+    policy = SkipPolicy.of(on_invalid)
     ann = RawAnnotation(path=path)
     lines, ann.header_lines = read_dota_lines(path)
-    for lineno, stripped in lines:
-        tokens = stripped.split()
-        where = f'{path}:{lineno}'
-        if len(tokens) < 9:
-            raise AnnotationError(
-                f'{where}: expected "x1 y1 x2 y2 x3 y3 x4 y4 <class name> [difficulty]", '
-                f'got {len(tokens)} fields: {stripped!r}. Fix or delete this line.')
-        poly = [_number(t, 'a corner coordinate', where) for t in tokens[:8]]
-        rest = tokens[8:]
-        difficulty = 0
-        if len(rest) > 1 and rest[-1].lstrip('-').isdigit():
-            difficulty = int(rest.pop())
-        ann.objects.append(RawObject(poly=poly, name=' '.join(rest),
-                                     index=len(ann.objects), difficulty=difficulty,
-                                     line=lineno))
+    for lineno, text in lines:
+        try:
+            poly, name, difficulty = parse_dota_fields(text, f'{path}:{lineno}', tree)
+        except AnnotationError as e:
+            policy.skip(e)
+            ann.skipped[e.reason] += 1
+            ann.problems.append(str(e))
+            continue
+        ann.objects.append(RawObject(poly=poly, name=name, index=len(ann.objects),
+                                     difficulty=difficulty, line=lineno))
     return ann
 
 
@@ -352,26 +370,25 @@ class ResolvedObjects:
     problems: List[str] = field(default_factory=list)   # messages of skipped objects
 
 
-def resolve_objects(ann: RawAnnotation, tree: LabelTree, on_invalid: str = 'raise',
+def resolve_objects(ann: RawAnnotation, tree: LabelTree,
+                    on_invalid: Union[str, SkipPolicy] = 'raise',
                     min_box_area: float = 1e-6) -> ResolvedObjects:
     """Map the objects of ``ann`` onto ``tree``.
 
     Names the tree ignores (``Dock``) are dropped and counted as
     ``ignored:<name>``. Unknown names and degenerate polygons (area below
     ``min_box_area``) raise ``AnnotationError`` naming the file and object, or
-    with ``on_invalid='skip'`` are counted as ``invalid`` and described in
-    ``problems``.
+    with ``on_invalid='skip'`` (or a skip policy, which logs them) are counted
+    as ``invalid`` and described in ``problems``.
     """
-    if on_invalid not in ('raise', 'skip'):
-        raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
+    policy = SkipPolicy.of(on_invalid)
     out = ResolvedObjects()
     for obj in ann.objects:
         try:
             label = _resolve_one(obj, ann.path, tree, min_box_area)
         except AnnotationError as e:
-            if on_invalid == 'raise':
-                raise
-            out.skipped['invalid'] += 1
+            policy.skip(e)
+            out.skipped[e.reason] += 1
             out.problems.append(str(e))
             continue
         if label is None:

@@ -13,6 +13,7 @@ from mmrotate.registry import DATASETS
 from ..structures.label_tree import LabelTree
 from .dota_txt import AnnotationError, parse_dota_txt
 from .formats import IMG_SUFFIXES
+from .skip_policy import ON_INVALID, SkipPolicy
 
 
 def tree_palette(num: int) -> List[tuple]:
@@ -38,8 +39,12 @@ class HierarchicalDOTADataset(BaseDataset):
         diff_thr: objects with difficulty above it get ``ignore_flag=1``.
         img_suffix: an image suffix, a sequence of them, or ``None`` to find
             each image by its stem among common suffixes.
-        on_invalid: ``'raise'`` (default) or ``'skip'`` (count and log)
-            malformed lines, unknown classes and degenerate boxes.
+        on_invalid: ``'raise'`` (default) stops at the first problem;
+            ``'skip'`` leaves out a bad object (malformed line, unknown class,
+            degenerate box) or a bad file (not UTF-8, malformed, image
+            missing) with its image, logs each with file, line and reason,
+            counts it in ``load_stats['skipped_<reason>']`` and logs a summary
+            (``bhcl.datasets.skip_policy``).
         min_box_area: polygons with a smaller area are degenerate.
     """
 
@@ -60,7 +65,10 @@ class HierarchicalDOTADataset(BaseDataset):
         self.img_suffixes = ((img_suffix, ) if isinstance(img_suffix, str)
                              else tuple(img_suffix))
         self.img_suffixes = tuple(s.lstrip('.').lower() for s in self.img_suffixes)
+        if on_invalid not in ON_INVALID:
+            raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
         self.on_invalid = on_invalid
+        self.skip_policy = SkipPolicy(on_invalid)
         self.min_box_area = min_box_area
         self.load_stats: Counter = Counter()
         super().__init__(metainfo=self._tree_metainfo(metainfo), **kwargs)
@@ -100,12 +108,14 @@ class HierarchicalDOTADataset(BaseDataset):
         images = self._image_index()
         img_dir = self.data_prefix['img_path']
         stats = Counter()
+        self.skip_policy = SkipPolicy(self.on_invalid)
         if not self.ann_file:  # test images without labels
             data_list = [self._data_info(stem, osp.join(img_dir, name), [])
                          for stem, name in sorted(images.items())]
             stats['images'] = len(data_list)
         else:
             data_list = self._load_annotated(images, img_dir, stats)
+        stats.update({f'skipped_{r}': n for r, n in self.skip_policy.counts.items()})
         self.load_stats = stats
         self._log_stats(stats)
         return data_list
@@ -126,19 +136,19 @@ class HierarchicalDOTADataset(BaseDataset):
         for txt in txt_files:
             stem = txt[:-4]
             path = osp.join(ann_dir, txt)
-            name = images.get(stem)
-            if name is None or os.path.getsize(osp.join(img_dir, name)) == 0:
-                msg = (f'{path}: image {stem}.{{{",".join(self.img_suffixes)}}} is '
-                       + ('missing' if name is None else 'empty (0 bytes)')
-                       + f' in {img_dir!r}; add it or remove the annotation file.')
-                if self.on_invalid == 'raise':
-                    raise FileNotFoundError(msg)
-                stats['skipped_missing_image'] += 1
-                print_log(msg + ' Skipped.', logger='current', level=30)
+            if not self._has_image(path, stem, images, img_dir):
                 continue
-            parsed = parse_dota_txt(path, self.label_tree, self.on_invalid, self.min_box_area)
+            try:
+                parsed = parse_dota_txt(path, self.label_tree, self.skip_policy,
+                                        self.min_box_area)
+            except AnnotationError as e:   # the whole file (e.g. not UTF-8)
+                self.skip_policy.skip(e, unit='image')
+                continue
             for reason, n in parsed.skipped.items():
-                stats[f'skipped_{reason}' if reason != 'header' else 'header_lines'] += n
+                if reason == 'header':
+                    stats['header_lines'] += n
+                elif reason.startswith('ignored:'):
+                    stats[f'skipped_{reason}'] += n
             instances = [dict(bbox=o.poly, bbox_label=o.label, difficulty=o.difficulty,
                               ignore_flag=int(o.difficulty > self.diff_thr))
                          for o in parsed.objects]
@@ -147,8 +157,21 @@ class HierarchicalDOTADataset(BaseDataset):
             stats['empty_files'] += int(not instances)
             stats['mapped_by_tree_rules'] += sum(
                 o.name not in self.label_tree.classes for o in parsed.objects)
-            data_list.append(self._data_info(stem, osp.join(img_dir, name), instances))
+            data_list.append(self._data_info(stem, osp.join(img_dir, images[stem]), instances))
         return data_list
+
+    def _has_image(self, ann_path: str, stem: str, images: Dict[str, str],
+                   img_dir: str) -> bool:
+        """Whether ``stem`` has a non-empty image; otherwise raise or skip (policy)."""
+        name = images.get(stem)
+        if name is not None and osp.getsize(osp.join(img_dir, name)) > 0:
+            return True
+        state = 'missing' if name is None else 'empty (0 bytes)'
+        self.skip_policy.skip(FileNotFoundError(
+            f'{ann_path}: image {stem}.{{{",".join(self.img_suffixes)}}} is {state} in '
+            f"{img_dir!r}; add it, remove the annotation file, or use on_invalid='skip'."),
+            'missing_image', unit='image')
+        return False
 
     @staticmethod
     def _data_info(stem: str, img_path: str, instances: List[dict]) -> dict:
@@ -156,9 +179,12 @@ class HierarchicalDOTADataset(BaseDataset):
                     instances=instances)
 
     def _log_stats(self, stats: Counter) -> None:
+        source = f'{type(self).__name__} ({self.ann_file or self.data_prefix.get("img_path")})'
         parts = ', '.join(f'{k}={v}' for k, v in sorted(stats.items()) if v)
-        print_log(f'{type(self).__name__} ({self.ann_file or self.data_prefix.get("img_path")}): '
-                  f'{parts}', logger='current')
+        print_log(f'{source}: {parts}', logger='current')
+        summary = self.skip_policy.summary(source)
+        if summary:
+            self.skip_policy.log(summary)
 
     # ------------------------------------------------------------ filtering
     def filter_data(self) -> List[dict]:

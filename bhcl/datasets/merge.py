@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, Iterable, Mapping, Optional
+from typing import Callable, Dict, Iterable, Mapping, Optional
 
 import numpy as np
 
@@ -69,11 +69,14 @@ def rotated_nms(dets: Detections, iou_thr: float = 0.1,
 
 def merge_patch_detections(patch_dets: Mapping[str, Detections], iou_thr: float = 0.1,
                            class_agnostic: bool = False,
-                           image_ids: Optional[Iterable[str]] = None) -> Dict[str, Detections]:
+                           image_ids: Optional[Iterable[str]] = None,
+                           progress: Optional[Callable[[], None]] = None
+                           ) -> Dict[str, Detections]:
     """``{patch id: Detections}`` in patch frames -> ``{image id: Detections}``.
 
     ``image_ids`` adds images that have no patch in ``patch_dets`` (they get
-    no detections). Raises ``ValueError`` for an id that is not a patch name.
+    no detections). ``progress`` is called once per merged image (a progress
+    bar's ``update``). Raises ``ValueError`` for an id that is not a patch name.
     """
     grouped = defaultdict(list)
     for pid, dets in patch_dets.items():
@@ -81,8 +84,11 @@ def merge_patch_detections(patch_dets: Mapping[str, Detections], iou_thr: float 
         shifted = dets.rboxes.copy()
         shifted[:, :2] += (x, y)
         grouped[stem].append(Detections(shifted, dets.scores, dets.labels))
-    merged = {stem: rotated_nms(Detections.concat(parts), iou_thr, class_agnostic)
-              for stem, parts in grouped.items()}
+    merged = {}
+    for stem, parts in grouped.items():
+        merged[stem] = rotated_nms(Detections.concat(parts), iou_thr, class_agnostic)
+        if progress is not None:
+            progress()
     for stem in image_ids or ():
         merged.setdefault(stem, Detections.empty())
     return dict(sorted(merged.items()))

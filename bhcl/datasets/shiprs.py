@@ -1,9 +1,11 @@
 """ShipRSImageNet: BHCL's DOTA-format conversion and the official VOC XML release."""
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Optional, Sequence
 
+from mmengine.logging import print_log
 from mmrotate.registry import DATASETS
 
 from .formats import RawObject, check_shiprs_levels, read_shiprs_xml
@@ -51,4 +53,5 @@ class ShipRSImageNetDataset(XMLAnnotatedDataset):
         problem = check_shiprs_levels(obj, label, self.label_tree, self.level_names)
         if problem is not None:
             stats['level_mismatch'] += 1
-            self._log_problem(f'{obj.where(path)}: {problem}; the class is taken from <name>.')
+            print_log(f'{obj.where(path)}: {problem}; the class is taken from <name>.',
+                      logger='current', level=logging.WARNING)

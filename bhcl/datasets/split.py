@@ -2,9 +2,11 @@
 
 Patch ``<stem>__<size>__<x>___<y><ext>`` holds the window whose top-left
 corner is ``(x, y)`` in the original image; its labels are in the patch frame.
-Names with spaces survive: the label reader keeps everything between the 8
-coordinates and the difficulty as the class name, and file names are never
-split on spaces or underscores (``parse_patch_name`` reads from the end).
+Names with spaces or ending in a number survive: the label reader keeps
+everything between the 8 coordinates and the difficulty as the class name
+(``dota_txt.split_name_difficulty``), every written line carries its
+difficulty, and file names are never split on spaces or underscores
+(``parse_patch_name`` reads from the end).
 
 Objects cut by a window: an object whose polygon lies inside the window is
 copied unchanged (shifted). Otherwise its intersection-over-foreground
@@ -27,18 +29,31 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from functools import partial
 from multiprocessing import get_context
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 from shapely.geometry import Polygon, box
 
 from ..structures.geometry import poly_to_rbox
-from .dota_txt import format_dota_line
+from ..structures.label_tree import LabelTree
+from .dota_txt import AnnotationError, format_dota_line
 from .formats import IMG_SUFFIXES, RawObject, read_dota_objects
+from .skip_policy import SkipPolicy
 
 PATCH_RE = re.compile(r'^(?P<stem>.+)__(?P<size>\d+)__(?P<x>\d+)___(?P<y>\d+)$')
 TRUNCATED_DIFFICULTY = 2
+
+
+class MissingLabelError(FileNotFoundError):
+    """An image to split has no label file."""
+    reason = 'missing_label'
+
+
+class UnreadableImageError(OSError):
+    """OpenCV cannot read an image (missing, empty, truncated or not an image)."""
+    reason = 'unreadable_image'
+
 
 
 @dataclass
@@ -139,7 +154,9 @@ def _aligned_bounds(part, pts: np.ndarray) -> np.ndarray:
 def _read_image(path: str) -> np.ndarray:
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise OSError(f'{path}: cannot read the image (missing, empty or not an image file)')
+        raise UnreadableImageError(
+            f'{path}: cannot read the image (missing, empty or not an image file); '
+            're-download it or move it out of the input folders.')
     return img
 
 
@@ -155,23 +172,26 @@ def _crop(img: np.ndarray, x: int, y: int, cfg: SplitConfig) -> np.ndarray:
     return out
 
 
-def split_image(img_path: str, ann_path: Optional[str], out_dir: str,
+def split_image(img_path: str, ann: Union[str, Sequence[RawObject], None], out_dir: str,
                 cfg: SplitConfig = SplitConfig()) -> Counter:
-    """Split one image (and its DOTA label file, if any) into patches.
+    """Split one image (and its labels, if any) into patches.
 
-    Writes ``out_dir/images/<patch><ext>`` and, when ``ann_path`` is given,
-    ``out_dir/labelTxt/<patch>.txt`` for every window. Returns counts:
-    ``images``, ``patches``, ``objects`` (in the source), ``patch_objects``,
-    ``truncated`` and ``lost`` (objects kept by no window).
+    ``ann`` is ``None`` (no labels), the path of a DOTA label file (read
+    with ``read_dota_objects``) or its objects. Writes
+    ``out_dir/images/<patch><ext>`` and, with labels,
+    ``out_dir/labelTxt/<patch>.txt`` for every window (every object line has
+    its difficulty, so names ending in a number read back whole). Returns
+    counts: ``images``, ``patches``, ``objects`` (in the source),
+    ``patch_objects``, ``truncated`` and ``lost`` (objects kept by no window).
     """
     stem, ext = osp.splitext(osp.basename(img_path))
     out_ext = cfg.out_ext or ext
     out_ext = out_ext if out_ext.startswith('.') else '.' + out_ext
     img = _read_image(img_path)
     height, width = img.shape[:2]
-    objects = read_dota_objects(ann_path).objects if ann_path else []
+    objects = read_dota_objects(ann).objects if isinstance(ann, str) else list(ann or [])
     os.makedirs(osp.join(out_dir, 'images'), exist_ok=True)
-    if ann_path is not None:
+    if ann is not None:
         os.makedirs(osp.join(out_dir, 'labelTxt'), exist_ok=True)
     stats = Counter(images=1, objects=len(objects))
     covered = set()
@@ -181,7 +201,7 @@ def split_image(img_path: str, ann_path: Optional[str], out_dir: str,
         if not cv2.imwrite(out_img, _crop(img, x, y, cfg)):
             raise OSError(f'{out_img}: OpenCV could not write the patch (check the suffix)')
         stats['patches'] += 1
-        if ann_path is None:
+        if ann is None:
             continue
         w, h = min(cfg.size, width - x), min(cfg.size, height - y)
         inside = objects_in_window(objects, x, y, w, h, cfg.iof_thr)
@@ -214,29 +234,47 @@ def find_images(img_dirs: Sequence[str]) -> Dict[str, str]:
     return found
 
 
-def _split_one(item: Tuple[str, Optional[str]], out_dir: str, cfg: SplitConfig) -> Counter:
-    return split_image(item[0], item[1], out_dir, cfg)
+def _split_one(item: Tuple[str, Optional[List[RawObject]]], out_dir: str, cfg: SplitConfig,
+               skip_unreadable: bool) -> Tuple[Counter, Optional[str]]:
+    """Split one image in a worker; an unreadable image is returned as a message
+    when skipping (the parent's policy logs and counts it)."""
+    try:
+        return split_image(item[0], item[1], out_dir, cfg), None
+    except UnreadableImageError as e:
+        if not skip_unreadable:
+            raise
+        return Counter(), str(e)
 
 
 def split_images(img_dirs: Sequence[str], ann_dir: Optional[str], out_dir: str,
                  cfg: SplitConfig = SplitConfig(), nproc: int = 1,
-                 progress: Optional[Callable[[], None]] = None) -> Counter:
+                 progress: Optional[Callable[[], None]] = None,
+                 on_invalid: Union[str, SkipPolicy] = 'raise',
+                 tree: Optional[LabelTree] = None) -> Counter:
     """Split every image of ``img_dirs`` (labels from ``ann_dir/<stem>.txt``).
 
-    Without ``ann_dir`` only images are written (test sets). An image
-    without a label file raises ``FileNotFoundError``.
+    Without ``ann_dir`` only images are written (test sets). Labels are read
+    in this process with ``read_dota_objects`` (``tree``, if given, settles
+    names ending in a number). The skip policy is the datasets': an image
+    without a label file, with a non-UTF-8 label file or that cannot be read
+    raises, or with ``on_invalid='skip'`` is skipped with its patches; a
+    malformed line skips that object. Skips are counted as
+    ``skipped_<reason>``. Writes as it goes: wrap the call in
+    ``convert.staged_output`` to leave nothing behind when it stops.
     """
-    images = find_images(img_dirs)
+    policy = SkipPolicy.of(on_invalid)
+    before = Counter(policy.counts)
     items = []
-    for stem, path in images.items():
-        ann = None
+    for stem, path in find_images(img_dirs).items():
+        objects = None
         if ann_dir is not None:
-            ann = osp.join(ann_dir, stem + '.txt')
-            if not osp.isfile(ann):
-                raise FileNotFoundError(f'{ann}: no label file for image {path!r}; convert its '
-                                        'annotation or move the image out of the input folders.')
-        items.append((path, ann))
-    work = partial(_split_one, out_dir=out_dir, cfg=cfg)
+            objects = _read_labels(osp.join(ann_dir, stem + '.txt'), path, tree, policy)
+            if objects is None:
+                if progress is not None:
+                    progress()
+                continue
+        items.append((path, objects))
+    work = partial(_split_one, out_dir=out_dir, cfg=cfg, skip_unreadable=policy.skipping)
     stats = Counter()
     if nproc <= 1:
         results = map(work, items)
@@ -244,12 +282,31 @@ def split_images(img_dirs: Sequence[str], ann_dir: Optional[str], out_dir: str,
         pool = get_context('spawn').Pool(nproc)
         results = pool.imap_unordered(work, items)
     try:
-        for s in results:
+        for s, problem in results:
             stats.update(s)
+            if problem is not None:
+                policy.skip(UnreadableImageError(problem), unit='image')
             if progress is not None:
                 progress()
     finally:
         if nproc > 1:
             pool.close()
             pool.join()
+    stats.update({f'skipped_{r}': n for r, n in (policy.counts - before).items()})
     return stats
+
+
+def _read_labels(ann: str, img_path: str, tree: Optional[LabelTree],
+                 policy: SkipPolicy) -> Optional[List[RawObject]]:
+    """The objects of one label file; ``None`` when the policy skips the image."""
+    if not osp.isfile(ann):
+        error = MissingLabelError(
+            f'{ann}: no label file for image {img_path!r}; convert its annotation, move the '
+            'image out of the input folders, or skip such images (--skip-invalid).')
+        policy.skip(error, unit='image')
+        return None
+    try:
+        return read_dota_objects(ann, tree, policy).objects
+    except AnnotationError as e:   # the whole file (not UTF-8)
+        policy.skip(e, unit='image')
+        return None

@@ -15,8 +15,6 @@ import os.path as osp
 from collections import Counter
 from typing import Callable, Dict, List, Optional, Union
 
-from mmengine.logging import print_log
-
 from ..structures.label_tree import LabelTree
 from .dota_txt import AnnotationError
 from .formats import RawAnnotation, RawObject, read_image_set, resolve_objects
@@ -24,7 +22,6 @@ from .hierarchical_dota import HierarchicalDOTADataset
 
 TREE_CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
                            'configs', '_base_', 'datasets')
-MAX_LOGGED_PROBLEMS = 20
 
 
 def load_label_tree(path: str) -> dict:
@@ -45,7 +42,8 @@ class XMLAnnotatedDataset(HierarchicalDOTADataset):
     """``HierarchicalDOTADataset`` that also reads XML annotations (abstract).
 
     Subclasses set ``TREE_FILE`` (the default label-tree config in
-    ``configs/_base_/datasets/``) and ``read_xml`` (path -> ``RawAnnotation``).
+    ``configs/_base_/datasets/``) and ``read_xml`` (``(path, on_invalid)`` ->
+    ``RawAnnotation``; a bad object is skipped alone in skip mode).
 
     Args:
         label_tree: the tree as a dict / ``LabelTree``, the path of a config
@@ -55,7 +53,7 @@ class XMLAnnotatedDataset(HierarchicalDOTADataset):
     """
 
     TREE_FILE: str = ''
-    read_xml: Callable[[str], RawAnnotation]
+    read_xml: Callable[..., RawAnnotation]
 
     def __init__(self, label_tree: Union[dict, LabelTree, str, None] = None,
                  **kwargs) -> None:
@@ -63,7 +61,6 @@ class XMLAnnotatedDataset(HierarchicalDOTADataset):
             label_tree = osp.join(TREE_CONFIG_DIR, self.TREE_FILE)
         if isinstance(label_tree, str):
             label_tree = load_label_tree(label_tree)
-        self._problems_logged = 0
         super().__init__(label_tree=label_tree, **kwargs)
 
     # ------------------------------------------------------------- loading
@@ -107,44 +104,25 @@ class XMLAnnotatedDataset(HierarchicalDOTADataset):
                 data_list.append(info)
         return data_list
 
-    def _skip_or_raise(self, exc: Exception, stats: Counter, reason: str) -> None:
-        if self.on_invalid == 'raise':
-            raise exc
-        stats[f'skipped_{reason}'] += 1
-        self._log_problem(f'{exc} Skipped.')
-
-    def _log_problem(self, msg: str) -> None:
-        self._problems_logged += 1
-        if self._problems_logged <= MAX_LOGGED_PROBLEMS:
-            print_log(msg, logger='current', level=30)
-        elif self._problems_logged == MAX_LOGGED_PROBLEMS + 1:
-            print_log(f'{type(self).__name__}: more problems; only counted from here on.',
-                      logger='current', level=30)
-
     def _load_xml_image(self, stem: str, xml_path: str, images: Dict[str, str],
                         img_dir: str, stats: Counter) -> Optional[dict]:
+        policy = self.skip_policy
         if not osp.isfile(xml_path):
-            self._skip_or_raise(AnnotationError(
+            policy.skip(AnnotationError(
                 f'{xml_path}: annotation missing for listed image {stem!r}; add the XML, remove '
-                "the image from the list, or use on_invalid='skip'."), stats, 'missing_xml')
+                "the image from the list, or use on_invalid='skip'."), 'missing_xml', 'image')
             return None
-        name = images.get(stem)
-        if name is None or osp.getsize(osp.join(img_dir, name)) == 0:
-            state = 'missing' if name is None else 'empty (0 bytes)'
-            self._skip_or_raise(FileNotFoundError(
-                f'{xml_path}: image {stem}.{{{",".join(self.img_suffixes)}}} is {state} in '
-                f'{img_dir!r}; add it or remove the annotation file.'), stats, 'missing_image')
+        if not self._has_image(xml_path, stem, images, img_dir):
             return None
         try:
-            raw = type(self).read_xml(xml_path)
-        except AnnotationError as e:
-            self._skip_or_raise(e, stats, 'malformed_file')
+            raw = type(self).read_xml(xml_path, policy)
+        except AnnotationError as e:   # the whole file: malformed XML, not UTF-8
+            policy.skip(e, unit='image')
             return None
-        resolved = resolve_objects(raw, self.label_tree, self.on_invalid, self.min_box_area)
+        resolved = resolve_objects(raw, self.label_tree, policy, self.min_box_area)
         for reason, n in resolved.skipped.items():
-            stats[f'skipped_{reason}'] += n
-        for msg in resolved.problems:
-            self._log_problem(msg + ' Skipped.')
+            if reason.startswith('ignored:'):
+                stats[f'skipped_{reason}'] += n
         instances = []
         for obj, label in resolved.objects:
             self._check_object(obj, label, xml_path, stats)
@@ -156,7 +134,7 @@ class XMLAnnotatedDataset(HierarchicalDOTADataset):
         stats['empty_files'] += int(not instances)
         stats['mapped_by_tree_rules'] += sum(
             obj.name not in self.label_tree.classes for obj, _ in resolved.objects)
-        return self._data_info(stem, osp.join(img_dir, name), instances)
+        return self._data_info(stem, osp.join(img_dir, images[stem]), instances)
 
     def _check_object(self, obj: RawObject, label: int, path: str, stats: Counter) -> None:
         """Hook for format-specific consistency checks of one kept object."""

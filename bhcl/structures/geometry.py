@@ -4,26 +4,48 @@ Rotated boxes are ``(cx, cy, w, h, t)`` with ``t`` in radians, image
 coordinates (y down), and a positive ``t`` rotating clockwise on screen, as
 mmcv's ``box_iou_rotated`` and mmrotate's ``RotatedBoxes`` expect. The ``le90``
 convention keeps ``w >= h`` and ``t`` in ``[-pi/2, pi/2)``, matching
-``mmrotate.structures.RotatedBoxes.regularize_boxes('le90')``.
+``mmrotate.structures.RotatedBoxes.regularize_boxes('le90')``; ``regularize_le90``
+is its only implementation in bhcl (numpy and torch).
 
-Plain numpy + OpenCV (no mm* imports) so that data tools, the synthetic
-generator and the metric share one definition.
+Plain numpy + OpenCV (no mm* imports; torch only for tensor inputs) so that
+data tools, the synthetic generator, the metric and the model share one
+definition.
 """
 from __future__ import annotations
+
+from typing import List, Sequence
 
 import cv2
 import numpy as np
 
 
-def regularize_rboxes(rboxes: np.ndarray) -> np.ndarray:
-    """(N, 5) -> (N, 5) in the le90 convention (``w >= h``, ``t in [-pi/2, pi/2)``)."""
-    rboxes = np.asarray(rboxes, dtype=np.float64).reshape(-1, 5)
-    x, y, w, h, t = rboxes.T
+def regularize_le90(boxes):
+    """(..., 5) boxes ``(cx, cy, w, h, t)`` -> the same boxes written in le90.
+
+    The one le90 rule of the project, for numpy arrays and torch tensors alike
+    (same type, shape and dtype out; differentiable for tensors): ``w >= h``
+    and ``t`` in ``[-pi/2, pi/2)``. When ``w <= h`` the sides are swapped and
+    ``t`` turned by ``pi/2``; a square (``w == h``) is swapped too, exactly as
+    ``mmrotate.structures.RotatedBoxes.regularize_boxes('le90')`` does, so
+    boxes from mmrotate transforms and ours agree bit for bit.
+    """
+    if isinstance(boxes, np.ndarray):
+        where = np.where
+        stack = lambda parts: np.stack(parts, axis=-1)  # noqa: E731
+    else:  # a torch tensor; imported lazily so data tools need no torch
+        import torch
+        where = torch.where
+        stack = lambda parts: torch.stack(parts, dim=-1)  # noqa: E731
+    x, y, w, h, t = (boxes[..., i] for i in range(5))
     wider = w > h
-    w_, h_ = np.where(wider, w, h), np.where(wider, h, w)
-    t = np.where(wider, t, t + np.pi / 2)
-    t = np.mod(t + np.pi / 2, np.pi) - np.pi / 2
-    return np.stack([x, y, w_, h_, t], axis=1)
+    t = where(wider, t, t + np.pi / 2)
+    t = (t + np.pi / 2) % np.pi - np.pi / 2   # Python-style modulo for numpy and torch
+    return stack([x, y, where(wider, w, h), where(wider, h, w), t])
+
+
+def regularize_rboxes(rboxes: np.ndarray) -> np.ndarray:
+    """(N, 5) (anything reshaped to it) -> (N, 5) float64 le90 boxes; see ``regularize_le90``."""
+    return regularize_le90(np.asarray(rboxes, dtype=np.float64).reshape(-1, 5))
 
 
 def rbox_to_poly(rboxes: np.ndarray) -> np.ndarray:
@@ -57,3 +79,29 @@ def poly_area(polys: np.ndarray) -> np.ndarray:
     p = np.asarray(polys, dtype=np.float64).reshape(-1, 4, 2)
     x, y = p[..., 0], p[..., 1]
     return 0.5 * np.abs(np.sum(x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y, axis=1))
+
+
+def untangle_quad(poly: Sequence[float]) -> List[float]:
+    """A crossed (bow-tie) quadrilateral ``x1 y1 .. x4 y4`` re-ordered into a simple one.
+
+    Annotation files list corners in an undocumented order; a crossed order
+    looks like a polygon of (near) zero area. The corners are then sorted by
+    angle around their centre, clockwise on screen (image y points down),
+    starting from the first corner. A simple quadrilateral is returned
+    unchanged. Used by every reader (FAIR1M XML, DOTA txt).
+    """
+    pts = np.asarray(poly, dtype=np.float64).reshape(4, 2)
+    if not (_segments_cross(pts[0], pts[1], pts[2], pts[3])
+            or _segments_cross(pts[1], pts[2], pts[3], pts[0])):
+        return [float(v) for v in poly]
+    centre = pts.mean(0)
+    angles = np.arctan2(pts[:, 1] - centre[1], pts[:, 0] - centre[0])
+    order = np.argsort((angles - angles[0]) % (2 * np.pi), kind='stable')
+    return pts[order].reshape(-1).tolist()
+
+
+def _segments_cross(a, b, c, d) -> bool:
+    """Whether segments ab and cd properly intersect."""
+    def side(p, q, r):
+        return np.sign((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0]))
+    return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0

@@ -4,7 +4,7 @@ _base_ = [
     '../_base_/models/orientedformer_r50_chmapper.py',
     '../_base_/datasets/fair1m_v2.py',
     '../_base_/schedules/schedule_adamw_12e.py',
-    'mmrotate::_base_/default_runtime.py',
+    '../_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['bhcl'], allow_failed_imports=False)
 

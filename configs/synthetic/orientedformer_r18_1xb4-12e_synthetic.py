@@ -4,7 +4,7 @@
 _base_ = [
     '../_base_/models/orientedformer_r50_chmapper.py',
     '../_base_/datasets/synthetic.py',
-    'mmrotate::_base_/default_runtime.py',
+    '../_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['bhcl'], allow_failed_imports=False)
 

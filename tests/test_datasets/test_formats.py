@@ -191,7 +191,7 @@ def test_read_dota_objects_keeps_names_and_headers():
 
 def test_read_dota_objects_bad_line(tmp_path):
     (tmp_path / 'a.txt').write_text('1 2 3 4 5 6 7 8 Small Car 0\n1 2 3 x 5 6 7 8 Bus 0\n')
-    with pytest.raises(AnnotationError, match=r'a.txt:2: a corner coordinate must be a number'):
+    with pytest.raises(AnnotationError, match=r'a.txt:2: the first 8 fields must be numbers'):
         read_dota_objects(str(tmp_path / 'a.txt'))
     (tmp_path / 'b.txt').write_text('1 2 3 4 5 6 7 8\n')
     with pytest.raises(AnnotationError, match=r'b.txt:1: expected .* got 8 fields'):

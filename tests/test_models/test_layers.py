@@ -23,9 +23,11 @@ def random_boxes(n, seed=0):
 
 
 def test_regularize_le90():
-    boxes = torch.tensor([[0., 0., 2., 4., 0.3], [0., 0., 4., 2., 1.8]])
+    boxes = torch.tensor([[0., 0., 2., 4., 0.3], [0., 0., 4., 2., 1.8], [0., 0., 3., 3., 0.2]])
+    # a square is swapped and turned by pi/2, as mmrotate and the published decoder do
     assert_close(regularize_le90(boxes), torch.tensor([[0., 0., 4., 2., 0.3 + math.pi / 2 - math.pi],
-                                                       [0., 0., 4., 2., 1.8 - math.pi]]))
+                                                       [0., 0., 4., 2., 1.8 - math.pi],
+                                                       [0., 0., 3., 3., 0.2 + math.pi / 2 - math.pi]]))
 
 
 def test_xyzrt_round_trip_and_refinement():

@@ -95,8 +95,11 @@ def test_shiprs_cli_bad_input(tmp_path):
     lines = (tmp_path / 'c' / 'train' / 'labelTxt' / '000002.txt').read_text().splitlines()
     assert len(lines) == 4
     (voc / 'JPEGImages' / '000002.bmp').unlink()
-    with pytest.raises(FileNotFoundError, match=r"image '000002': found no file"):
-        tool.main([str(voc), str(tmp_path / 'd'), '--splits', 'train', '--skip-invalid'])
+    with pytest.raises(FileNotFoundError, match=r"000002.xml: image '000002': found no file"):
+        tool.main([str(voc), str(tmp_path / 'd'), '--splits', 'train'])
+    assert not (tmp_path / 'd').exists()
+    tool.main([str(voc), str(tmp_path / 'e'), '--splits', 'train', '--skip-invalid'])
+    assert not (tmp_path / 'e' / 'train' / 'labelTxt').exists()   # the image was skipped
 
 
 def fair1m_fixture(tmp_path):

@@ -16,6 +16,9 @@ label_tree (a dataset or model config).
 import argparse
 import os.path as osp
 
+from mmengine.utils import ProgressBar
+
+from bhcl.datasets.convert import staged_output
 from bhcl.datasets.export import (fair1m_submission_names, load_prediction_pickle,
                                   read_dota_task1, write_dota_task1,
                                   write_fair1m_submission, write_zip)
@@ -64,16 +67,21 @@ def main(argv=None):
     if args.merge_patches:
         if image_ids is not None:  # a folder of patches stands for its full images
             image_ids = sorted({full_image_id(i) for i in image_ids})
-        dets = merge_patch_detections(dets, args.iou_thr, image_ids=image_ids)
+        n_images = len({full_image_id(i) for i in dets})
+        print(f'merging patches of {n_images} images (rotated NMS, IoU {args.iou_thr})')
+        dets = merge_patch_detections(dets, args.iou_thr, image_ids=image_ids,
+                                      progress=ProgressBar(n_images).update)
+        print()
         print(f'merged into {len(dets)} images, {sum(len(d) for d in dets.values())} detections')
-    if args.format == 'task1':
-        files = write_dota_task1(dets, tree.classes, args.out_dir)
-        if args.zip:
-            write_zip(files, args.out_dir, osp.join(args.out_dir, 'submission.zip'))
-    else:
-        files = write_fair1m_submission(
-            dets, fair1m_submission_names(tree), args.out_dir, args.img_suffix, image_ids,
-            osp.join(args.out_dir, 'submission.zip') if args.zip else None)
+    with staged_output(args.out_dir) as out:   # all or nothing
+        zip_path = osp.join(out, 'submission.zip') if args.zip else None
+        if args.format == 'task1':
+            files = write_dota_task1(dets, tree.classes, out)
+            if zip_path:
+                write_zip(files, out, zip_path)
+        else:
+            files = write_fair1m_submission(dets, fair1m_submission_names(tree), out,
+                                            args.img_suffix, image_ids, zip_path)
     print(f'wrote {len(files)} files to {args.out_dir}'
           + (f' and {osp.join(args.out_dir, "submission.zip")}' if args.zip else ''))
 

@@ -7,7 +7,8 @@
 Writes DIR/<stem>.txt per XML file: the first 4 points as the corners, the
 class name as written (spaces kept, or 'Small_Car' with --underscores),
 difficulty 0 (FAIR1M has none), no header. Every name is checked against the
-tree. Split the images with split_images.py afterwards.
+tree. Nothing is written unless the whole conversion succeeds. Split the
+images with split_images.py afterwards.
 """
 import argparse
 import os
@@ -16,8 +17,9 @@ from collections import Counter
 
 from mmengine.utils import ProgressBar
 
-from bhcl.datasets.convert import xml_to_dota_dir
+from bhcl.datasets.convert import staged_output, xml_to_dota_dir
 from bhcl.datasets.formats import read_fair1m_xml
+from bhcl.datasets.skip_policy import SkipPolicy
 from bhcl.datasets.xml_annotated import TREE_CONFIG_DIR, load_label_tree
 from bhcl.structures import LabelTree
 
@@ -31,7 +33,9 @@ def parse_args(argv=None):
     parser.add_argument('--tree', default=osp.join(TREE_CONFIG_DIR, 'fair1m_label_tree.py'),
                         help='config file defining label_tree')
     parser.add_argument('--skip-invalid', action='store_true',
-                        help='skip unknown classes and degenerate polygons (counted)')
+                        help='skip bad objects (unknown class, degenerate polygon, no points) '
+                        'and bad files (malformed XML, not UTF-8) instead of stopping; each '
+                        'is logged and counted, as the datasets do with on_invalid=skip')
     parser.add_argument('--precision', type=int, default=2, help='decimals of coordinates')
     return parser.parse_args(argv)
 
@@ -48,14 +52,18 @@ def main(argv=None):
             seen[s] = d
         jobs.append((d, stems))
     print(f'{len(seen)} XML files -> {args.out_dir}')
+    policy = SkipPolicy('skip' if args.skip_invalid else 'raise')
     bar = ProgressBar(len(seen))
     stats = Counter()
-    for d, stems in jobs:
-        stats.update(xml_to_dota_dir(
-            d, args.out_dir, read_fair1m_xml, tree, stems=stems, progress=bar.update,
-            underscores=args.underscores, precision=args.precision,
-            on_invalid='skip' if args.skip_invalid else 'raise'))
+    with staged_output(args.out_dir) as stage:   # all or nothing
+        for d, stems in jobs:
+            stats.update(xml_to_dota_dir(
+                d, stage, read_fair1m_xml, tree, stems=stems, progress=bar.update,
+                underscores=args.underscores, precision=args.precision, on_invalid=policy))
     print('\n' + ', '.join(f'{k}={v}' for k, v in sorted(stats.items())))
+    if policy.counts:
+        print(policy.summary(args.out_dir))
+    return stats
 
 
 if __name__ == '__main__':

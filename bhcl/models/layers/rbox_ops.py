@@ -9,19 +9,12 @@ import math
 import torch
 from torch import Tensor
 
+from bhcl.structures.geometry import regularize_le90  # noqa: F401  (the one le90 rule)
+
 
 def norm_angle_le90(t: Tensor) -> Tensor:
     """Wrap angles to ``[-pi/2, pi/2)``."""
     return torch.remainder(t + math.pi / 2, math.pi) - math.pi / 2
-
-
-def regularize_le90(boxes: Tensor) -> Tensor:
-    """(..., 5) boxes -> same boxes written in le90 (``w >= h``, ``t`` in ``[-pi/2, pi/2)``)."""
-    cx, cy, w, h, t = boxes.unbind(-1)
-    swap = w < h
-    w_, h_ = torch.where(swap, h, w), torch.where(swap, w, h)
-    t = norm_angle_le90(torch.where(swap, t + math.pi / 2, t))
-    return torch.stack([cx, cy, w_, h_, t], dim=-1)
 
 
 def boxes_to_xyzrt(boxes: Tensor) -> Tensor:
