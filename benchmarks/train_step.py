@@ -7,11 +7,17 @@ iteration, peak memory and the ratios to the baseline (target: decoupling +
 BHCL <= 1.25x the baseline's time).
 
     python benchmarks/train_step.py [--device cuda] [--iters 20] [--batch 4]
+    python benchmarks/train_step.py --paper [--size 1024] [--iters 3]
+
+``--paper`` times the paper's models instead (ResNet-50, 300 queries, 2 stages,
+oriented attention 64 x 32, ShipRSImageNet tree) on 2 random images of
+``--size`` px with 8 random ground-truth boxes each.
 
 Peak memory is the high-water mark of tensor bytes allocated during one
 iteration (CUDA: ``max_memory_allocated``; CPU: tracked per tensor storage).
 """
 import argparse
+import copy
 import os.path as osp
 import statistics
 import sys
@@ -25,6 +31,11 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
 from hcl_loss_speed import _LiveTensorBytes  # noqa: E402
 
+PAPER_VARIANTS = {
+    'baseline': 'configs/orientedformer/orientedformer_r50_4xb2-72e_shiprs.py',
+    '+decoupling': 'configs/orientedformer/orientedformer-decoupled_r50_4xb2-72e_shiprs.py',
+    '+decoupling+BHCL': 'configs/bhcl/bhcl-decoupled_orientedformer-r50_4xb2-72e_shiprs.py',
+}
 VARIANTS = {
     'baseline': 'orientedformer_r18_1xb4-12e_synthetic.py',
     '+decoupling': 'orientedformer-decoupled_r18_1xb4-12e_synthetic.py',
@@ -49,9 +60,11 @@ def build_model(config, device):
     from mmengine.config import Config
     from mmrotate.registry import MODELS
     torch.manual_seed(0)
-    model = MODELS.build(Config.fromfile(config).model).to(device)
+    cfg = Config.fromfile(config).model
+    cfg.backbone.init_cfg = None
+    model = MODELS.build(cfg).to(device)
     model.init_weights()
-    model.set_epoch(1)  # BHCL past its warm-up: balanced loss with prototypes
+    model.set_epoch(100)  # BHCL past its warm-up: balanced loss with prototypes
     model.train()
     return model
 
@@ -59,16 +72,20 @@ def build_model(config, device):
 def run_variant(config, data_batch, device, iters):
     model = build_model(config, device)
     optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    data = model.data_preprocessor(data_batch, training=True)
+    if isinstance(data_batch, tuple):  # already (inputs, data_samples)
+        data = dict(inputs=data_batch[0], data_samples=data_batch[1])
+    else:
+        data = model.data_preprocessor(data_batch, training=True)
 
     def step():
-        losses = model.loss(data['inputs'], data['data_samples'])
+        losses = model.loss(data['inputs'], copy.deepcopy(data['data_samples']))
         optim.zero_grad()
-        sum(losses.values()).backward()
+        sum(v for k, v in losses.items() if 'loss' in k).backward()
         optim.step()
 
     times = []
-    for _ in range(iters + 2):  # two warm-up iterations
+    warm = 1 if iters < 5 else 2
+    for _ in range(iters + warm):  # warm-up iterations
         if device.type == 'cuda':
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -86,7 +103,7 @@ def run_variant(config, data_batch, device, iters):
         with _LiveTensorBytes() as tracker:
             step()
         peak = tracker.peak / 2**20
-    return statistics.median(times[2:]), peak
+    return statistics.median(times[warm:]), peak
 
 
 def main(argv=None):
@@ -94,6 +111,8 @@ def main(argv=None):
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--batch', type=int, default=4)
+    parser.add_argument('--paper', action='store_true', help="the paper's R50 models")
+    parser.add_argument('--size', type=int, default=1024, help='image size with --paper')
     args = parser.parse_args(argv)
     import bhcl  # noqa: F401
     import bhcl.models.detectors  # noqa: F401
@@ -103,18 +122,29 @@ def main(argv=None):
     from bhcl.datasets.synthetic import SyntheticConfig, generate_synthetic_dataset
     init_default_scope('mmrotate')
     device = torch.device(args.device)
-    tree = osp.join(ROOT, 'configs', '_base_', 'datasets', 'synthetic_label_tree.py')
-    import runpy
-    with tempfile.TemporaryDirectory() as tmp:
-        generate_synthetic_dataset(tmp, runpy.run_path(tree)['label_tree'],
-                                   SyntheticConfig(num_train=args.batch, num_val=1, seed=0))
-        data_batch = smoke_batch(tmp + '/', args.batch)
-    print(f'device {device}, batch {args.batch} images of 256 px, {args.iters} iterations, '
-          f'torch threads {torch.get_num_threads()}')
     rows = {}
-    for name, cfg in VARIANTS.items():
-        rows[name] = run_variant(osp.join(ROOT, 'configs', 'synthetic', cfg), data_batch,
-                                 device, args.iters)
+    if args.paper:
+        from published_speed import make_batch
+        from mmengine.config import Config
+        tree = Config.fromfile(osp.join(ROOT, PAPER_VARIANTS['baseline'])).model.label_tree
+        from bhcl.structures import LabelTree
+        data = make_batch(args.size, list(LabelTree.from_config(tree).leaf_ids), device)
+        print(f'device {device}, paper models, 2 images of {args.size} px, {args.iters} '
+              f'iterations, torch threads {torch.get_num_threads()}')
+        for name, cfg in PAPER_VARIANTS.items():
+            rows[name] = run_variant(osp.join(ROOT, cfg), data, device, args.iters)
+    else:
+        tree = osp.join(ROOT, 'configs', '_base_', 'datasets', 'synthetic_label_tree.py')
+        import runpy
+        with tempfile.TemporaryDirectory() as tmp:
+            generate_synthetic_dataset(tmp, runpy.run_path(tree)['label_tree'],
+                                       SyntheticConfig(num_train=args.batch, num_val=1, seed=0))
+            data_batch = smoke_batch(tmp + '/', args.batch)
+        print(f'device {device}, batch {args.batch} images of 256 px, {args.iters} iterations, '
+              f'torch threads {torch.get_num_threads()}')
+        for name, cfg in VARIANTS.items():
+            rows[name] = run_variant(osp.join(ROOT, 'configs', 'synthetic', cfg), data_batch,
+                                     device, args.iters)
     base_t, base_m = rows['baseline']
     print(f'{"variant":<18} {"ms/iter":>9} {"x time":>7} {"peak MiB":>9} {"x mem":>6}')
     for name, (t, m) in rows.items():

@@ -110,7 +110,8 @@ def _hcl(cfg: Mapping, tree: LabelTree) -> dict:
                hidden_channels=cfg.get('proj_head_hidden_dim', 512),
                out_channels=cfg.get('proj_head_output_dim', 128),
                temperature=cfg.get('temperature', 0.1), start_level=begin,
-               level_weights=weights[:depth - begin], loss_weight=cfg.get('loss_weight', 1.0))
+               level_weights=weights[:depth - begin], loss_weight=cfg.get('loss_weight', 1.0),
+               singleton_negatives=False)
     if balanced:
         epsilon = cfg.get('epsilon', 0.1)
         used = range(begin, depth)

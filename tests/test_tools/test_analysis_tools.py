@@ -289,7 +289,8 @@ def test_test_tool_show_dir_labels_predictions_with_tree_paths(tiny_synthetic, t
     texts = drawn_texts(monkeypatch)
     test_tool.main([SMOKE_CONFIG, str(ckpt), '--work-dir', str(tmp_path / 'work'),
                     '--show-dir', 'vis', '--cfg-options', *data_options(tiny_synthetic),
-                    'default_hooks.visualization.score_thr=0.0'])
+                    'default_hooks.visualization.score_thr=0.0',
+                    'visualizer.name=show_dir_visualizer'])  # not an earlier runner's instance
     drawn = glob.glob(str(tmp_path / 'work' / '*' / 'vis' / '*.png'))
     assert len(drawn) == 4
     from bhcl.visualization import tree_label_texts

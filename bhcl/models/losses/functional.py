@@ -87,7 +87,8 @@ def hierarchical_contrastive_terms(features: Tensor,
                                    balance: bool = False,
                                    prototypes: Optional[Tensor] = None,
                                    prototype_labels: Optional[Tensor] = None,
-                                   num_classes: Optional[int] = None
+                                   num_classes: Optional[int] = None,
+                                   drop_singletons: bool = False
                                    ) -> Tuple[Tensor, Tensor]:
     """Per-anchor, per-level loss.
 
@@ -98,6 +99,9 @@ def hierarchical_contrastive_terms(features: Tensor,
         balance: class-averaged denominator (BHCL) instead of the plain sum.
         prototypes: (M, D) extra instances; ``prototype_labels`` (M, L).
         num_classes: bound on class ids (computed when omitted; a host sync).
+        drop_singletons: in the plain (unbalanced) form, leave a sample out of
+            every denominator at the levels where no other sample shares its
+            class (the published code); by default it stays a negative there.
 
     Returns:
         ``loss`` (N, L), ``mean_p pair(i, p)`` for anchors and 0 elsewhere, and
@@ -123,7 +127,8 @@ def hierarchical_contrastive_terms(features: Tensor,
         anchor = torch.zeros_like(labels, dtype=torch.bool)
         if active.any():
             sub_loss, sub_anchor = _terms(feats[active], labels[active], temperature, balance,
-                                          prototypes, prototype_labels, num_classes)
+                                          prototypes, prototype_labels, num_classes,
+                                          drop_singletons and not balance)
             loss = loss.index_put((active.nonzero()[:, 0], ), sub_loss)
             anchor[active] = sub_anchor
     return loss, anchor
@@ -136,7 +141,8 @@ def _max_label(labels: Tensor, prototype_labels: Optional[Tensor]) -> int:
     return top
 
 
-def _terms(feats, labels, temperature, balance, prototypes, prototype_labels, num_classes):
+def _terms(feats, labels, temperature, balance, prototypes, prototype_labels, num_classes,
+           drop_singletons=False):
     """:func:`hierarchical_contrastive_terms` on samples active at some level."""
     n = feats.shape[0]
     cols, col_labels = feats, labels
@@ -158,6 +164,9 @@ def _terms(feats, labels, temperature, balance, prototypes, prototype_labels, nu
                - (scaled * feats).sum(1, keepdim=True))
 
     col_weight = (col_labels >= 0).to(feats.dtype)
+    if drop_singletons:
+        alone = onehot[:n].sum(0)[row_idx] <= 1                   # (N, L) no other sample
+        col_weight = torch.cat([col_weight[:n] * ~alone, col_weight[n:]])
     if balance:
         col_weight = col_weight / count[idx].clamp_min(1)
     # one (N, M) similarity serves every level; modified in place (mm's
@@ -180,7 +189,8 @@ def hierarchical_contrastive_loss(features: Tensor,
                                   balance: bool = False,
                                   prototypes: Optional[Tensor] = None,
                                   prototype_labels: Optional[Tensor] = None,
-                                  num_classes: Optional[int] = None) -> Tensor:
+                                  num_classes: Optional[int] = None,
+                                  drop_singletons: bool = False) -> Tensor:
     """(L,) weighted loss of each level; their sum is L_HCL (or L_BHCL).
 
     ``level_weights`` (L,) are the lambda_l. Each level's share is
@@ -190,7 +200,8 @@ def hierarchical_contrastive_loss(features: Tensor,
     ``prototypes``), so every parameter receives a (zero) gradient.
     """
     terms, anchor = hierarchical_contrastive_terms(
-        features, labels, temperature, balance, prototypes, prototype_labels, num_classes)
+        features, labels, temperature, balance, prototypes, prototype_labels, num_classes,
+        drop_singletons)
     weights = level_weights.to(device=terms.device, dtype=terms.dtype)
     num_anchors = anchor.any(1).sum().clamp_min(1).to(terms.dtype)
     per_level = terms.sum(0) * weights / num_anchors

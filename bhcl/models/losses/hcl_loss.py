@@ -48,6 +48,9 @@ class HierarchicalContrastiveLoss(nn.Module):
         warmup_epochs: epochs ``0 .. warmup_epochs - 1`` use the standard
             form without prototypes (the bank still updates). Needs
             :meth:`set_epoch` (mmdet's ``SetEpochInfoHook``).
+        singleton_negatives: in the plain form (HCL, and BHCL's warm-up), a
+            sample whose class has no other sample at a level stays a negative
+            there (the paper's formula); False leaves it out (the published code).
         gather: compute on the batch gathered from all ranks.
         loss_weight: multiplies every returned loss.
     """
@@ -64,6 +67,7 @@ class HierarchicalContrastiveLoss(nn.Module):
                  prototype_bank: Optional[Union[dict, PrototypeBank]] = None,
                  prototype_scope: str = 'node',
                  warmup_epochs: int = 0,
+                 singleton_negatives: bool = True,
                  gather: bool = True,
                  loss_weight: float = 1.0):
         super().__init__()
@@ -99,6 +103,7 @@ class HierarchicalContrastiveLoss(nn.Module):
         self.prototype_scope = prototype_scope
         self.prototype_bank = self._build_bank(prototype_bank, out_channels)
         self.warmup_epochs = warmup_epochs
+        self.singleton_negatives = singleton_negatives
         self.gather = gather
         self.loss_weight = loss_weight
         self.epoch: Optional[int] = None
@@ -170,7 +175,8 @@ class HierarchicalContrastiveLoss(nn.Module):
             emb, sample_level_labels(self.ancestors, all_labels, self.levels),
             self.level_weights, self.temperature, balance=self.balance and not warm,
             prototypes=protos, prototype_labels=proto_labels,
-            num_classes=self.label_tree.num_classes)
+            num_classes=self.label_tree.num_classes,
+            drop_singletons=not self.singleton_negatives)
         if self.training and self.prototype_bank is not None:
             self.prototype_bank.update(emb.detach(), all_labels)
         return {f'loss_hcl_lv{level}': losses[j] * self.loss_weight

@@ -29,7 +29,7 @@ def paper_weights(levels):
 
 
 def naive_hcl(feats, node_labels, label_tree, levels, weights, tau, balance=False,
-              prototypes=None, valid=None, scope='node'):
+              prototypes=None, valid=None, scope='node', drop_singletons=False):
     """Per-level losses (list of floats), L_HCL / L_BHCL of the paper.
 
     Level l instances: samples whose node is at depth >= l (class = level-l
@@ -67,7 +67,10 @@ def naive_hcl(feats, node_labels, label_tree, levels, weights, tau, balance=Fals
                     members = [x for x in inst if x[1] == c]  # I'_c, i included
                     den += sum(e(fi, fa) for fa, _, a in members if a != i) / len(members)
             else:
-                den = sum(e(fi, fa) for fa, _, a in inst if a != i)
+                def alone(c):  # no two samples of class c at this level
+                    return sum(1 for x in inst if x[2] is not None and x[1] == c) <= 1
+                den = sum(e(fi, fa) for fa, ca, a in inst
+                          if a != i and not (drop_singletons and a is not None and alone(ca)))
             pair = [-math.log(e(fi, fp) / den) for fp in positives]
             per_level[j] += weights[j] * sum(pair) / len(pair)
             used.add(i)

@@ -219,3 +219,25 @@ def test_real_trees(name, keys):
     out = loss(x, labels)  # now with the bank filled
     assert all(torch.isfinite(v) for v in out.values())
     assert loss.prototype_bank.initialized.all()
+
+
+@pytest.mark.parametrize('warm', [False, True])
+def test_published_singletons_leave_the_plain_form(warm):
+    """``singleton_negatives=False``: a sample alone in its class at a level is in no
+    denominator there (the published code's plain form; BHCL's balanced form keeps it)."""
+    kwargs = dict(loss_weight=0.6, singleton_negatives=False)
+    if warm:  # BHCL during its warm-up runs the plain form
+        kwargs.update(balance=True, warmup_epochs=2)
+    module = _build(**kwargs)
+    module.set_epoch(0)
+    x, labels = _batch()  # leaf w (9) and others appear once
+    losses = module(x, labels)
+    with torch.no_grad():
+        emb = module.embed(x)
+    ref = naive_hcl(emb, labels, module.label_tree, module.levels, paper_weights(module.levels),
+                    module.temperature, drop_singletons=True)
+    for level, value in zip(module.levels, ref):
+        assert_close(losses[f'loss_hcl_lv{level}'], torch.tensor(value * 0.6), rtol=1e-5,
+                     atol=1e-7)
+    default = _build(loss_weight=0.6)(x, labels)
+    assert any((default[k] - losses[k]).abs() > 1e-4 for k in losses)  # the switch matters
