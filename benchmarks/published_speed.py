@@ -75,6 +75,25 @@ def build_bhcl(config: str, device):
     return model.to(device)
 
 
+def import_published_modules():
+    """Import ``projects.BHCL.models``; its ``HierarchicalContrastiveLoss`` shares a
+    registry name with bhcl's, which keeps the name afterwards."""
+    from mmengine.registry import Registry
+    from mmrotate.registry import MODELS
+    before = dict(MODELS._module_dict)
+    register = Registry._register_module
+
+    def forced(self, module, module_name=None, force=False):
+        return register(self, module, module_name, True)
+    Registry._register_module = forced
+    try:
+        import projects.BHCL.models  # noqa: F401
+    finally:
+        Registry._register_module = register
+    MODELS._module_dict.update({k: v for k, v in before.items()
+                                if k == 'HierarchicalContrastiveLoss'})
+
+
 def build_published(path: str, config: str, bhcl_model, device):
     """The published model with bhcl_model's weights (converted back by key matching)."""
     sys.path.insert(0, path)
@@ -82,7 +101,7 @@ def build_published(path: str, config: str, bhcl_model, device):
     from mmrotate.registry import MODELS
     from mmrotate.utils import register_all_modules
     register_all_modules()
-    import projects.BHCL.models  # noqa: F401
+    import_published_modules()
     import mmrotate.models.losses.rotated_iou_loss as ril
     from bhcl.models.published import published_key_map
     from bhcl.ops.rotated_iou import rotated_box_iou
@@ -119,8 +138,8 @@ def measure(model, images, samples, device, iters, published=False):
     def train_step():
         model.train()
         losses = model.loss(images, copy.deepcopy(samples))
-        total = sum(v for k, v in losses.items() if 'loss' in k)
-        total = sum(total) if isinstance(total, list) else total
+        total = sum(sum(v) if isinstance(v, list) else v   # lists: per image (published)
+                    for k, v in losses.items() if 'loss' in k)
         model.zero_grad(set_to_none=True)
         total.backward()
 
@@ -149,7 +168,8 @@ def profile(model, images, samples):
     model.train()
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         losses = model.loss(images, copy.deepcopy(samples))
-        sum(v for k, v in losses.items() if 'loss' in k).backward()
+        sum(sum(v) if isinstance(v, list) else v
+            for k, v in losses.items() if 'loss' in k).backward()
     print(prof.key_averages().table(sort_by='cpu_time_total', row_limit=25))
 
 
@@ -184,7 +204,8 @@ def main(argv=None):
             if theirs is not None:
                 rows.append(('published', measure(theirs, images, samples, device, args.iters)))
             for code, (step, ips, peak) in rows:
-                print(f'{name:<16} {size:5d} {code:<10} {step:8.2f} {ips:8.2f} {peak:9.0f}')
+                print(f'{name:<16} {size:5d} {code:<10} {step:8.2f} {ips:8.2f} {peak:9.0f}',
+                      flush=True)
             if theirs is not None:
                 (s1, i1, m1), (s2, i2, m2) = rows[0][1], rows[1][1]
                 print(f'{"":<16} {size:5d} {"ratio":<10} {s2 / s1:7.2f}x {i1 / i2:7.2f}x '

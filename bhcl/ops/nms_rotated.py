@@ -2,14 +2,13 @@
 
 mmcv's ``nms_rotated`` CPU kernel visits the boxes in descending score order
 and, for every kept box, computes its IoU with every later box not yet
-suppressed: O(kept x n) polygon intersections, each behind two tensor
-``select`` calls. Most of those pairs cannot overlap. Here the pairs whose
-axis-aligned bounding boxes are disjoint are dropped first (their IoU is 0,
-below any threshold in (0, 1]); the IoU of the remaining pairs comes from the
-same mmcv routine (``box_iou_rotated``, same argument order: the higher-ranked
-box first), and the greedy pass over the same score order makes the same
-decisions (``IoU >= threshold`` suppresses). The kept indices, in kept order,
-are therefore those of the kernel.
+suppressed: O(kept x n) polygon intersections, each behind tensor ``select``
+calls. Most of those pairs cannot reach the threshold. Here a cheap upper
+bound of the IoU (:func:`candidate_pairs`) drops them first; the IoU of the
+remaining pairs comes from the kernel's own routine (``box_iou_rotated``, same
+argument order: the higher-ranked box first), and the greedy pass over the
+same score order makes the same decisions (``IoU >= threshold`` suppresses).
+The kept indices, in kept order, are therefore the kernel's.
 """
 from typing import Tuple
 
@@ -21,24 +20,43 @@ from torch import Tensor
 def _half_extents(boxes: Tensor) -> Tensor:
     """(n, 5) ``(cx, cy, w, h, t)`` -> (n, 2) half sizes of the axis-aligned hull."""
     cos, sin = boxes[:, 4].cos().abs(), boxes[:, 4].sin().abs()
-    w, h = boxes[:, 2] / 2, boxes[:, 3] / 2
+    w, h = boxes[:, 2].abs() / 2, boxes[:, 3].abs() / 2
     return torch.stack([w * cos + h * sin, w * sin + h * cos], dim=1)
 
 
-def overlapping_pairs(boxes: Tensor, chunk: int = 2048) -> Tuple[Tensor, Tensor]:
-    """Index pairs ``(a, b)``, ``a < b``, whose axis-aligned hulls touch (a superset of
-    the pairs with a positive IoU); boxes in rank order."""
+def candidate_pairs(boxes: Tensor, iou_threshold: float = 0.0,
+                    chunk: int = 2048) -> Tuple[Tensor, Tensor]:
+    """Index pairs ``(a, b)``, ``a < b``, that may reach ``IoU >= iou_threshold``.
+
+    A rotated box lies inside its axis-aligned hull, so the intersection of two
+    boxes is at most that of their hulls and at most the smaller area, while
+    their union is at least the larger area: ``IoU <= min(hull overlap, smaller
+    area) / larger area``. Pairs whose bound is below the threshold (less a
+    1e-4 margin for rounding) are dropped; with ``iou_threshold=0`` the pairs
+    whose hulls overlap are returned. Boxes in rank order, float64 bounds.
+    """
     centre = boxes[:, :2].double()
-    # a relative margin keeps every pair whose float32 hulls might touch
-    half = _half_extents(boxes.double()) * (1 + 1e-4) + 1e-3
+    half = _half_extents(boxes.double()) * (1 + 1e-6) + 1e-6
+    area = (boxes[:, 2] * boxes[:, 3]).abs().double()
     rows, cols = [], []
     n = len(boxes)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        gap = (centre[start:stop, None] - centre[None]).abs()
-        touch = (gap <= half[start:stop, None] + half[None]).all(-1)
-        later = torch.arange(n)[None] > torch.arange(start, stop)[:, None]
-        a, b = (touch & later).nonzero(as_tuple=True)
+        overlap = None
+        for axis in (0, 1):
+            c0, h0 = centre[start:stop, None, axis], half[start:stop, None, axis]
+            c1, h1 = centre[None, :, axis], half[None, :, axis]
+            side = (torch.minimum(c0 + h0, c1 + h1) - torch.maximum(c0 - h0, c1 - h1))
+            side.clamp_(min=0)
+            overlap = side if overlap is None else overlap.mul_(side)
+        if iou_threshold > 0:
+            small = torch.minimum(area[start:stop, None], area[None])
+            large = torch.maximum(area[start:stop, None], area[None])
+            keep = torch.minimum(overlap, small) >= (iou_threshold - 1e-4) * large
+        else:
+            keep = overlap > 0
+        keep.triu_(diagonal=start + 1)  # later boxes only
+        a, b = keep.nonzero(as_tuple=True)
         rows.append(a + start)
         cols.append(b)
     return torch.cat(rows), torch.cat(cols)
@@ -48,11 +66,12 @@ def nms_rotated_exact(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Te
     """Indices kept by greedy rotated NMS, in kept (descending score) order.
 
     Args:
-        boxes: (n, 5) ``(cx, cy, w, h, t)`` float32 on the CPU.
-        scores: (n,) float32.
+        boxes: (n, 5) ``(cx, cy, w, h, t)``.
+        scores: (n,) scores.
         iou_threshold: a box is suppressed by a kept one when their IoU >= it.
     Returns:
-        (k,) long indices into ``boxes``, equal to mmcv's ``nms_rotated`` CPU kernel's.
+        (k,) long indices into ``boxes``, equal to mmcv's ``nms_rotated`` CPU
+        kernel's (computed in float32 on the CPU, as the kernel does).
     """
     from mmcv.ops import box_iou_rotated
     if not 0 < iou_threshold <= 1:
@@ -63,7 +82,7 @@ def nms_rotated_exact(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Te
     boxes, scores = boxes.detach().float().cpu(), scores.detach().float().cpu()
     order = scores.sort(0, descending=True)[1]   # the kernel's own sort
     ranked = boxes[order].contiguous()
-    a, b = overlapping_pairs(ranked)
+    a, b = candidate_pairs(ranked, iou_threshold)
     iou = box_iou_rotated(ranked[a], ranked[b], aligned=True) if len(a) else a.float()
     hit = (iou >= torch.tensor(iou_threshold, dtype=torch.float32)).numpy()
     a, b = a.numpy()[hit], b.numpy()[hit]

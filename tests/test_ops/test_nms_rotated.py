@@ -6,7 +6,7 @@ import torch
 from mmcv.ops import batched_nms, nms_rotated
 
 from bhcl.ops.nms_rotated import (batched_nms_rotated_exact, nms_rotated_exact,
-                                  overlapping_pairs)
+                                  candidate_pairs)
 
 
 def clustered_boxes(n, seed, size=256.):
@@ -44,13 +44,15 @@ def test_ties_identical_boxes_and_empty_input():
         nms_rotated_exact(boxes, scores, 0.0)
 
 
-def test_pairs_keep_every_overlap():
-    boxes, _ = clustered_boxes(300, 7)
+@pytest.mark.parametrize('thr', [0.0, 0.5, 0.7])
+def test_candidate_pairs_keep_every_pair_that_can_reach_the_threshold(thr):
     from mmcv.ops import box_iou_rotated
+    boxes, _ = clustered_boxes(400, 7)
     iou = box_iou_rotated(boxes, boxes)
-    a, b = overlapping_pairs(boxes)
+    a, b = candidate_pairs(boxes, thr)
     kept = torch.zeros_like(iou, dtype=torch.bool)
     kept[a, b] = True
     upper = torch.triu(torch.ones_like(kept), 1)
-    assert not ((iou > 0) & upper & ~kept).any()
+    reach = (iou > 0) if thr == 0 else (iou >= thr)
+    assert not (reach & upper & ~kept).any()
     assert len(a) < 0.5 * len(boxes)**2 / 2  # and most pairs are skipped
