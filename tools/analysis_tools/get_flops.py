@@ -1,0 +1,68 @@
+"""FLOPs and parameters of a bhcl detector at inference, as mmdet's get_flops.py reports them.
+
+    python tools/analysis_tools/get_flops.py CONFIG [--shape 1024 [1024]] [--show-table]
+        [--cfg-options k=v ...]
+
+A random image of the given size (default 1024 x 1024) goes through the
+inference path (backbone, neck, distinct-query head, decoder stages); the
+training-only auxiliary branch is not counted. Operators that mmengine's
+counter does not model (normalisation, bilinear sampling, attention softmax)
+are listed as warnings and count as zero, so the figure is a lower bound,
+comparable between variants.
+"""
+import argparse
+
+import torch
+from mmengine.analysis import get_model_complexity_info
+from mmengine.config import Config, DictAction
+from mmengine.registry import init_default_scope
+
+import bhcl  # noqa: F401  (registers bhcl modules)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='FLOPs and parameters of a bhcl detector')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--shape', type=int, nargs='+', default=[1024],
+                        help='input size: H (square) or H W')
+    parser.add_argument('--show-table', action='store_true', help='per-module table')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    return parser.parse_args(argv)
+
+
+def complexity(cfg: Config, height: int, width: int) -> dict:
+    """mmengine's complexity info of ``cfg.model`` on one (3, height, width) image."""
+    from mmrotate.registry import MODELS
+    init_default_scope(cfg.get('default_scope', 'mmrotate'))
+    model_cfg = cfg.model
+    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
+        model_cfg.backbone.init_cfg = None  # no pretrained download to count operations
+    model = MODELS.build(model_cfg).eval()
+    inputs = torch.randn(1, 3, height, width)
+    with torch.no_grad():
+        return get_model_complexity_info(model, inputs=(inputs, ), show_table=True,
+                                         show_arch=False)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if len(args.shape) not in (1, 2) or min(args.shape) < 32:
+        raise SystemExit(f'--shape takes H or H W (at least 32 px), got {args.shape}')
+    height, width = (args.shape * 2)[:2]
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    info = complexity(cfg, height, width)
+    if args.show_table:
+        print(info['out_table'])
+    split = '=' * 30
+    print(f'{split}\nInput shape: (3, {height}, {width})\nFlops: {info["flops_str"]}\n'
+          f'Params: {info["params_str"]}\n{split}')
+    print('Normalisation, bilinear sampling and attention softmax are not counted: '
+          'a lower bound, comparable between variants.')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
