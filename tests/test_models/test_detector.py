@@ -178,3 +178,30 @@ def test_ground_truth_in_another_angle_convention_gives_the_same_loss():
     losses_other = model.loss(imgs, other)
     for key in losses:
         assert_close(losses_other[key], losses[key], atol=1e-5, rtol=1e-5)
+
+
+def test_internal_nodes_at_inference():
+    """Leaves only by default; named internal nodes (or all) compete with their own score."""
+    model = build('decoupled').eval()
+    imgs, samples = batch()
+    tree = model.label_tree
+    internal = [k for k in range(tree.num_classes) if not tree.is_leaf(k)]
+    with torch.no_grad():
+        _, stages = model.forward_stages(imgs)
+        logits = stages[-1].logits[0]
+        default = model.predict_single(logits, stages[-1].boxes[0], samples[0].metainfo, False)
+        assert not set(default.labels.tolist()) & set(internal)
+        name = tree.classes[internal[1]]
+        model.predict_mask = model._predict_mask([name])
+        model.test_cfg['max_per_img'] = logits.numel()  # every (query, node) pair
+        res = model.predict_single(logits, stages[-1].boxes[0], samples[0].metainfo, False)
+        everything = model._predict_mask('all')
+    assert everything.all()
+    picked = res.labels == internal[1]
+    assert picked.sum() == len(logits)  # one per query
+    assert set(res.labels[res.scores > 0].tolist()) == set(tree.leaf_ids) | {internal[1]}
+    queries = [int((stages[-1].boxes[0] == b).all(1).nonzero()[0]) for b in
+               res.bboxes.tensor[picked]]
+    assert_close(res.scores[picked], logits[queries, internal[1]].sigmoid())
+    with pytest.raises(ValueError, match='internal nodes'):
+        model._predict_mask(['No Such Node'])

@@ -60,7 +60,9 @@ class OrientedQueryDETR(BaseDetector):
         loss_hcl: optional ``HierarchicalContrastiveLoss`` config; one module
             (and prototype bank) per stage, fed the class features of the
             matched queries and their tree-node labels.
-        test_cfg: ``dict(max_per_img=...)``.
+        test_cfg: ``dict(max_per_img=..., internal_nodes=None)``; ``internal_nodes``
+            (``'all'`` or a list of node names) lets inference predict those internal
+            nodes besides the leaves.
     """
 
     def __init__(self,
@@ -121,6 +123,27 @@ class OrientedQueryDETR(BaseDetector):
             for _ in self.layers)
         self.train_cfg = copy.deepcopy(train_cfg) or {}
         self.test_cfg = copy.deepcopy(test_cfg) or {}
+        self.register_buffer('predict_mask', self._predict_mask(
+            self.test_cfg.get('internal_nodes')), persistent=False)
+
+    def _predict_mask(self, internal_nodes) -> Tensor:
+        """(K,) bool: the nodes inference may predict. Leaves, plus the internal nodes
+        named in ``test_cfg.internal_nodes`` (``'all'`` for every one)."""
+        mask = torch.as_tensor(self.label_tree.leaf_mask, dtype=torch.bool).clone()
+        if internal_nodes is None:
+            return mask
+        internal = [k for k in range(self.num_classes) if not self.label_tree.is_leaf(k)]
+        if internal_nodes == 'all':
+            mask[internal] = True
+            return mask
+        names = {self.label_tree.classes[k]: k for k in internal}
+        unknown = [n for n in internal_nodes if n not in names]
+        if unknown or isinstance(internal_nodes, str):
+            raise ValueError(f'test_cfg.internal_nodes must be None, "all" or names of internal '
+                             f'nodes; unknown: {unknown or internal_nodes}; internal nodes: '
+                             f'{sorted(names)}')
+        mask[[names[n] for n in internal_nodes]] = True
+        return mask
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -231,7 +254,8 @@ class OrientedQueryDETR(BaseDetector):
     # ----------------------------------------------------------- predict
     def predict(self, batch_inputs: Tensor, batch_data_samples: SampleList,
                 rescale: bool = True) -> SampleList:
-        """Last stage: scores of leaf nodes only, top ``max_per_img`` (query, leaf) pairs."""
+        """Last stage: top ``max_per_img`` (query, node) pairs over the leaves (and the
+        internal nodes of ``test_cfg.internal_nodes``)."""
         _, stages = self.forward_stages(batch_inputs)
         last = stages[-1]
         results = [self.predict_single(lg, bx, s.metainfo, rescale)
@@ -240,8 +264,14 @@ class OrientedQueryDETR(BaseDetector):
 
     def predict_single(self, logits: Tensor, boxes: Tensor, meta: dict,
                        rescale: bool) -> InstanceData:
-        """(N, K) logits, (N, 5) boxes of one image -> InstanceData (bboxes, scores, labels)."""
-        scores = logits.sigmoid() * self.leaf_mask.to(logits.dtype)
+        """(N, K) logits, (N, 5) boxes of one image -> InstanceData (bboxes, scores, labels).
+
+        Leaves only by default (the published code). With ``test_cfg.internal_nodes``
+        an internal node X competes too, with its own score: the model learns node X
+        from the "Other X" objects reallocated to it, so its score is the belief that
+        an object is an X of no listed kind (FAIR1M's ``other-*`` classes).
+        """
+        scores = logits.sigmoid() * self.predict_mask.to(logits.dtype)
         k = min(self.test_cfg.get('max_per_img', 100), scores.numel())
         top, idx = scores.flatten().topk(k)
         labels, query = idx % self.num_classes, idx // self.num_classes
