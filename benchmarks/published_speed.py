@@ -193,7 +193,7 @@ def main(argv=None):
     for name in args.variants:
         bhcl_cfg, published_cfg = CONFIGS[name]
         ours = build_bhcl(bhcl_cfg, device)
-        leaves = [int(i) for i in ours.leaf_mask.nonzero()[:, 0]]
+        leaves = list(ours.label_tree.leaf_ids)
         theirs = build_published(args.published, published_cfg, ours, device) \
             if args.published else None
         for size in args.sizes:

@@ -26,10 +26,6 @@ class PublishedModelError(ValueError):
     """The input is not a published OrientedFormer / BHCL model (or is inconsistent)."""
 
 
-def _get(cfg: Mapping, key: str, default=None):
-    return cfg.get(key, default) if isinstance(cfg, Mapping) else getattr(cfg, key, default)
-
-
 def _iou_loss(cfg: Mapping) -> dict:
     if cfg.get('type') not in ('RotatedIoULoss', 'mmrotate.RotatedIoULoss'):
         raise PublishedModelError(f'unsupported IoU loss {cfg.get("type")!r}')
@@ -231,7 +227,8 @@ _HEAD = [
     (r'rpn_head\.aux_scales\.(.*)', r'query_head.aux.scales.\1'),
     (r'rpn_head\.compress\.(.*)', r'query_head.content_proj.\1'),
     (r'roi_head\.hcl_loss\.(\d+)\.proj_head\.(.*)', r'loss_hcl.\1.projector.\2'),
-    (r'roi_head\.hcl_loss\.(\d+)\.prototype_bank\.prototypes', r'loss_hcl.\1.prototype_bank.prototypes'),
+    (r'roi_head\.hcl_loss\.(\d+)\.prototype_bank\.prototypes',
+     r'loss_hcl.\1.prototype_bank.prototypes'),
 ]
 _ATTN = {'sampling_offset_generator.0': 'sampling_offsets', 'ca_attn.0': 'channel_gate.0',
          'ca_attn.2': 'channel_gate.2', 'sa_attn.0': 'point_gate.0', 'sa_attn.2': 'point_gate.2',
@@ -351,11 +348,3 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -
         raise PublishedModelError('the checkpoint does not fit the model: ' +
                                   ' | '.join(problems))
     model.load_state_dict(state_dict, strict=True)
-
-
-def split_published_checkpoint(ckpt: Mapping) -> Tuple[Dict[str, Tensor], Optional[dict]]:
-    """A loaded published checkpoint -> (state_dict, model config if it carries one)."""
-    state = ckpt.get('state_dict', ckpt)
-    meta = ckpt.get('meta') or {}
-    cfg = meta.get('cfg') if isinstance(meta, Mapping) else None
-    return dict(state), cfg

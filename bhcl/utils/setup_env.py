@@ -1,10 +1,18 @@
-"""Config set-up shared by tools/train.py and tools/test.py."""
+"""Config set-up shared by tools/train.py, tools/test.py and the analysis tools."""
 import os
 import os.path as osp
 
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
+
+
+def load_cfg(config: str, cfg_options=None) -> Config:
+    """``Config.fromfile(config)`` with the ``--cfg-options`` overrides merged (analysis tools)."""
+    cfg = Config.fromfile(config)
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
 
 
 def setup_cfg(config: str, launcher: str = 'none', work_dir=None, cfg_options=None) -> Config:

@@ -21,13 +21,14 @@ from collections import Counter
 
 import cv2
 import numpy as np
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 from mmrotate.registry import DATASETS, VISUALIZERS
 
 import bhcl  # noqa: F401  (registers bhcl modules)
 from bhcl.structures import LabelTree
+from bhcl.utils.setup_env import load_cfg
 
 
 def parse_args(argv=None):
@@ -57,9 +58,7 @@ def views_of(item):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_cfg(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmrotate'))
     dataset = DATASETS.build(cfg[f'{args.phase}_dataloader'].dataset)
     visualizer = VISUALIZERS.build(cfg.visualizer)

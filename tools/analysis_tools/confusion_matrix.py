@@ -19,13 +19,14 @@ import os
 import os.path as osp
 
 import numpy as np
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 from mmrotate.registry import DATASETS
 
 import bhcl  # noqa: F401  (registers bhcl modules)
 from bhcl.datasets.export import load_prediction_pickle
+from bhcl.utils.setup_env import load_cfg
 from bhcl.evaluation.functional.confusion_matrix import (ConfusionSample, LevelConfusion,
                                                          level_confusion_matrices)
 from bhcl.structures import LabelTree
@@ -102,9 +103,7 @@ def plot(conf: LevelConfusion, path: str, counts: bool = False) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_cfg(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmrotate'))
     dataset = DATASETS.build(cfg[f'{args.phase}_dataloader'].dataset)
     tree = LabelTree.from_config(dataset.metainfo['label_tree'])

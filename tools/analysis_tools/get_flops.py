@@ -18,6 +18,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 
 import bhcl  # noqa: F401  (registers bhcl modules)
+from bhcl.utils.setup_env import load_cfg
 
 
 def parse_args(argv=None):
@@ -50,9 +51,7 @@ def main(argv=None) -> int:
     if len(args.shape) not in (1, 2) or min(args.shape) < 32:
         raise SystemExit(f'--shape takes H or H W (at least 32 px), got {args.shape}')
     height, width = (args.shape * 2)[:2]
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_cfg(args.config, args.cfg_options)
     info = complexity(cfg, height, width)
     if args.show_table:
         print(info['out_table'])

@@ -236,17 +236,30 @@ class DistinctQueryHead(BaseModule):
         Images with fewer candidates are padded with zero content and unit boxes
         at the origin.
         """
-        flat = [torch.cat([f.flatten(2) for f in dense[k]], dim=2).transpose(1, 2)
-                for k in ('cls_feats', 'reg_feats')]
         xyzrt, content = [], []
         for img, (scores, boxes, ids) in enumerate(distinct):
             top = scores.max(-1).values.sort(descending=True).indices[:self.num_queries]
             loc = ids[top]
-            feats = torch.cat([flat[0][img, loc], flat[1][img, loc]], dim=-1).detach()
+            feats = torch.cat([self._gather(dense['cls_feats'], img, loc),
+                               self._gather(dense['reg_feats'], img, loc)], dim=-1)
             pad = self.num_queries - len(top)
             content.append(F.pad(self.content_proj(feats), (0, 0, 0, pad)))
             xyzrt.append(F.pad(boxes_to_xyzrt(boxes[top].detach()), (0, 0, 0, pad)))
         return torch.stack(xyzrt), torch.stack(content)
+
+    @staticmethod
+    @torch.no_grad()
+    def _gather(maps: Sequence[Tensor], img: int, loc: Tensor) -> Tensor:
+        """(n, C) features of image ``img`` at location ids ``loc`` (numbered level by
+        level, row-major, as in :meth:`pre_select`), without flattening whole maps."""
+        out = maps[0].new_empty(len(loc), maps[0].shape[1])
+        start = 0
+        for feat in maps:
+            size = feat.shape[-2] * feat.shape[-1]
+            rows = ((loc >= start) & (loc < start + size)).nonzero().squeeze(1)
+            out[rows] = feat[img].flatten(1)[:, loc[rows] - start].t()
+            start += size
+        return out
 
     def select(self, dense: dict) -> Tuple[Tensor, Tensor, List[Candidates], List[Candidates]]:
         """Dense outputs -> queries ``(xyzrt, content)``, the distinct candidates of the main

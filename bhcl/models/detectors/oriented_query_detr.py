@@ -15,7 +15,7 @@ from mmrotate.structures.bbox import RotatedBoxes
 from torch import Tensor, nn
 
 from bhcl.models.layers.rbox_ops import refine_xyzrt, regularize_le90, xyzrt_to_boxes
-from bhcl.models.task_modules.rotated_bbox_l1_cost import normalize_rboxes
+from bhcl.models.task_modules.rotated_bbox_l1_cost import check_angle_version, normalize_rboxes
 from bhcl.structures import LabelTree
 
 
@@ -94,8 +94,6 @@ class OrientedQueryDETR(BaseDetector):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.label_tree = LabelTree.from_config(label_tree)
         self.num_classes = self.label_tree.num_classes
-        self.register_buffer('leaf_mask', torch.as_tensor(self.label_tree.leaf_mask,
-                                                          dtype=torch.bool), persistent=False)
         self.strides = tuple(strides)
         self.backbone = MODELS.build(copy.deepcopy(backbone))
         self.neck = MODELS.build(copy.deepcopy(neck))
@@ -115,8 +113,7 @@ class OrientedQueryDETR(BaseDetector):
         self.loss_cls = MODELS.build(copy.deepcopy(loss_cls))
         self.loss_bbox = MODELS.build(copy.deepcopy(loss_bbox))
         self.loss_iou = MODELS.build(copy.deepcopy(loss_iou))
-        normalize_rboxes(torch.zeros(1, 5), (1, 1), l1_angle_version)  # validates it
-        self.l1_angle_version = l1_angle_version
+        self.l1_angle_version = check_angle_version(l1_angle_version)
         self.loss_hcl = None if loss_hcl is None else nn.ModuleList(
             MODELS.build(copy.deepcopy(loss_hcl), default_args=dict(
                 label_tree=self.label_tree.to_config(), in_channels=embed_dims))

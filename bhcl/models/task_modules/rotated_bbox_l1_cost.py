@@ -12,6 +12,15 @@ from torch import Tensor
 ANGLE_OFFSETS = {'le90': math.pi / 2, 'le135': math.pi / 4, 'oc': math.pi / 2}
 
 
+def check_angle_version(angle_version: Optional[str]) -> Optional[str]:
+    """``angle_version`` if :func:`normalize_rboxes` knows it (None or a key of
+    ``ANGLE_OFFSETS``), else ValueError."""
+    if angle_version is not None and angle_version not in ANGLE_OFFSETS:
+        raise ValueError(f'angle_version must be None or one of {sorted(ANGLE_OFFSETS)}, '
+                         f'got {angle_version!r}')
+    return angle_version
+
+
 def normalize_rboxes(boxes: Tensor, img_shape, angle_version: Optional[str] = None) -> Tensor:
     """(n, 5) ``(cx, cy, w, h, t)`` pixels -> ``(cx/W, cy/H, w/W, h/H, t')``.
 
@@ -28,11 +37,8 @@ def normalize_rboxes(boxes: Tensor, img_shape, angle_version: Optional[str] = No
     else:
         h, w = img_shape[:2]
         out = boxes / boxes.new_tensor([w, h, w, h, 1.])
-    if angle_version is None:
+    if check_angle_version(angle_version) is None:
         return out
-    if angle_version not in ANGLE_OFFSETS:
-        raise ValueError(f'angle_version must be None or one of {sorted(ANGLE_OFFSETS)}, '
-                         f'got {angle_version!r}')
     span = math.pi / 2 if angle_version == 'oc' else math.pi
     t = (out[..., 4:] + ANGLE_OFFSETS[angle_version]) / span
     return torch.cat([out[..., :4], t], dim=-1)
@@ -58,8 +64,7 @@ class RotatedBBoxL1Cost(BaseMatchCost):
 
     def __init__(self, weight: Union[float, int] = 1., angle_version: Optional[str] = None):
         super().__init__(weight=weight)
-        normalize_rboxes(torch.zeros(1, 5), (1, 1), angle_version)  # validates the version
-        self.angle_version = angle_version
+        self.angle_version = check_angle_version(angle_version)
 
     def __call__(self,
                  pred_instances: InstanceData,
