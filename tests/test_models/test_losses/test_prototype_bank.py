@@ -47,6 +47,15 @@ def test_ema_bank_hides_unseen_rows_and_returns_a_copy():
     assert_close(bank.prototypes[6], F.normalize(_feats(2, 0).mean(0), dim=0))
 
 
+def test_ema_bank_published_behaviour_uses_unseen_zero_rows():
+    bank = EMAPrototypeBank(TREE4, feat_channels=6, hide_unseen=False)
+    bank.update(_feats(2, 0), torch.tensor([6, 6]))
+    protos, valid = bank(project=None)
+    assert valid.all()                       # every row, seen or not
+    assert not protos[8].any()               # an unseen row is the zero vector
+    assert_close(protos[6], F.normalize(_feats(2, 0).mean(0), dim=0))
+
+
 def test_ema_bank_state_dict_round_trip():
     a = EMAPrototypeBank(TREE4, feat_channels=6)
     a.update(_feats(4, 1), torch.tensor([6, 8, 9, 2]))
