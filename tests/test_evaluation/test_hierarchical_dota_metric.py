@@ -242,3 +242,30 @@ def test_class_groups_average_named_classes():
             HierarchicalDOTAMetric(class_groups={bad: leaves})
     with pytest.raises(KeyError, match='unknown class name'):
         run_evaluator(HierarchicalDOTAMetric(class_groups=dict(x=['nope'])), hand_samples())
+
+
+def test_bootstrap_standard_error_matches_binomial_formula():
+    """One object per image, found (score 1) in a fraction p of the images:
+    area-mode AP is the recall p, and its standard error over resampled
+    image sets is the binomial sqrt(p (1 - p) / n)."""
+    leaf = TREE.leaf_ids[0]
+    box = [[50.0, 50.0, 30.0, 10.0, 0.3]]
+    n, found = 240, 96
+    samples = [sample(f'img{i}', box if i < found else np.zeros((0, 5)),
+                      [1.0] if i < found else [], [leaf] if i < found else [], box, [leaf])
+               for i in range(n)]
+    metric = HierarchicalDOTAMetric(iou_thrs=[0.5], eval_mode='area', levels=[], bootstrap=300)
+    out = run_evaluator(metric, samples, batch=16)
+    p = found / n
+    assert out['dota/leaf_AP50'] == pytest.approx(p, abs=1e-6)
+    assert out['dota/leaf_AP50_se'] == pytest.approx(np.sqrt(p * (1 - p) / n), rel=0.15)
+    assert set(out) == {k for k in out if not k.endswith('_se')} | {
+        f'{k}_se' for k in out if not k.endswith('_se')}
+    # identical images: no uncertainty; the same seed gives the same errors
+    same = [sample(f'img{i}', box, [1.0], [leaf], box, [leaf]) for i in range(20)]
+    assert run_evaluator(HierarchicalDOTAMetric(bootstrap=5), same)['dota/leaf_mAP_se'] == 0.0
+    again = run_evaluator(HierarchicalDOTAMetric(iou_thrs=[0.5], eval_mode='area', levels=[],
+                                                 bootstrap=300), samples, batch=16)
+    assert again == out
+    with pytest.raises(ValueError, match='bootstrap'):
+        HierarchicalDOTAMetric(bootstrap=1)

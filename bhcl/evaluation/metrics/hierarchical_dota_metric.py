@@ -109,6 +109,13 @@ class HierarchicalDOTAMetric(BaseMetric):
             nodes with ground truth, reported as ``{group}_mAP`` and
             ``{group}_AP50``... (e.g. ``dict(tail=[...])`` for the rare
             classes). Group names: letters, digits and ``_``.
+        bootstrap: number of bootstrap resamples of the evaluated images
+            (0: none). Each resample draws as many images as were evaluated,
+            with replacement, and is evaluated like the real set; every key
+            then also gets a ``{key}_se`` standard error (the standard
+            deviation over resamples): the uncertainty that comes from the
+            finite test set, for one trained model.
+        bootstrap_seed: seed of the resampling (deterministic by default).
         collect_device, prefix: see ``mmengine.evaluator.BaseMetric``.
     """
 
@@ -127,6 +134,8 @@ class HierarchicalDOTAMetric(BaseMetric):
                  report_thrs: Optional[Sequence[float]] = None,
                  iou_backend: str = 'auto',
                  class_groups: Optional[Dict[str, Sequence[str]]] = None,
+                 bootstrap: int = 0,
+                 bootstrap_seed: int = 0,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
@@ -165,6 +174,10 @@ class HierarchicalDOTAMetric(BaseMetric):
         if bad:
             raise ValueError(f'class_groups names {bad} must use letters, digits and _ '
                              "and differ from 'leaf', 'all' and 'lv<l>'")
+        if int(bootstrap) < 0 or int(bootstrap) == 1:
+            raise ValueError(f'bootstrap must be 0 (off) or at least 2 resamples, got {bootstrap}')
+        self.bootstrap = int(bootstrap)
+        self.bootstrap_seed = int(bootstrap_seed)
 
     # ------------------------------------------------------------- collect
     def process(self, data_batch, data_samples: Sequence) -> None:
@@ -229,9 +242,21 @@ class HierarchicalDOTAMetric(BaseMetric):
         return dets, gts
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
-        tree = self._tree()
         if not results:
             raise ValueError(f'{type(self).__name__}: no results to evaluate')
+        metrics = self._evaluate(results, log=True)
+        if self.bootstrap:
+            rng = np.random.default_rng(self.bootstrap_seed)
+            samples = [self._evaluate([results[i] for i in rng.integers(0, len(results),
+                                                                        len(results))])
+                       for _ in range(self.bootstrap)]
+            for key in list(metrics):
+                metrics[f"{key}_se"] = float(np.nanstd([m[key] for m in samples], ddof=1))
+        return metrics
+
+    def _evaluate(self, results: list, log: bool = False) -> Dict[str, float]:
+        """Metrics of per-image ``results`` (a repeated image counts as a new one)."""
+        tree = self._tree()
         dets, gts = self._flatten(results)
         res = eval_hierarchical_map(
             dets, gts, tree, self.iou_thrs, eval_mode=self.eval_mode,
@@ -239,7 +264,8 @@ class HierarchicalDOTAMetric(BaseMetric):
             ignore_difficult=self.ignore_difficult, levels=self.levels,
             shallow_gt=self.shallow_gt, merge_duplicates=self.merge_duplicates,
             backend=self.iou_backend)
-        self._log_tables(res)
+        if log:
+            self._log_tables(res)
         means = res.mean_aps()
         for group, names in self.class_groups.items():
             means[group] = res.nodes.mean_ap([tree.index(n) for n in names])
