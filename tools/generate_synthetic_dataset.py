@@ -1,6 +1,6 @@
 """Generate the synthetic hierarchical oriented dataset (DOTA format).
 
-    python tools/generate_synthetic_dataset.py [--out data/synthetic] [--preset small|medium|large]
+    python tools/generate_synthetic_dataset.py [--out data/synthetic] [--preset small|medium|large|bench]
                                                [--seed 0] [--num-train N] [--num-val N]
                                                [--tree configs/_base_/datasets/synthetic_label_tree.py]
 
@@ -19,8 +19,9 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
     parser.add_argument('--out', default='data/synthetic', help='output folder')
-    parser.add_argument('--preset', default='small', choices=['small', 'medium', 'large'],
-                        help='dataset size (small: seconds per CPU epoch)')
+    parser.add_argument('--preset', default='small', choices=['small', 'medium', 'large', 'bench'],
+                        help='dataset size (small: seconds per CPU epoch; bench: the '
+                             'benchmarks/synthetic_ablation.py task)')
     parser.add_argument('--tree', default=osp.join(ROOT, 'configs/_base_/datasets/synthetic_label_tree.py'),
                         help='config file defining label_tree')
     parser.add_argument('--seed', type=int, default=0)

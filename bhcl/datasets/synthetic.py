@@ -49,6 +49,9 @@ class SyntheticConfig:
     other_ratio: float = 0.08    # share of objects labelled "Other <internal node>"
     border_ratio: float = 0.12   # share of objects placed across the image border
     seed: int = 0
+    # draw validation leaves uniformly (train stays long-tailed), as long-tail
+    # benchmarks do, so that tail classes have as many test objects as head ones
+    val_balanced: bool = False
 
     @classmethod
     def preset(cls, name: str, **overrides) -> 'SyntheticConfig':
@@ -56,6 +59,11 @@ class SyntheticConfig:
             'small': {},
             'medium': dict(num_train=400, num_val=100, img_size=384),
             'large': dict(num_train=2000, num_val=500, img_size=512, max_objects=12),
+            # benchmarks/synthetic_ablation.py: small images so that a CPU run
+            # learns localisation in minutes; balanced validation for the tail
+            'bench': dict(num_train=800, num_val=300, img_size=128, min_objects=2,
+                          max_objects=5, min_length=24.0, max_length=48.0,
+                          border_ratio=0.05, val_balanced=True),
         }
         if name not in presets:
             raise ValueError(f'unknown synthetic preset {name!r}; choose from {sorted(presets)}')
@@ -245,9 +253,11 @@ def generate_synthetic_dataset(out_dir: str, label_tree, cfg: Optional[Synthetic
         if meta.get('settings') == settings:
             return meta
     styles = class_styles(tree)
-    weights = leaf_frequencies(tree, cfg.imbalance, cfg.seed)
+    train_weights = leaf_frequencies(tree, cfg.imbalance, cfg.seed)
+    val_weights = ({k: 1.0 for k in train_weights} if cfg.val_balanced else train_weights)
     counts = {}
     for split, num, offset in (('train', cfg.num_train, 0), ('val', cfg.num_val, 1)):
+        weights = train_weights if split == 'train' else val_weights
         rng = np.random.default_rng([cfg.seed, offset])
         img_dir, ann_dir = osp.join(out_dir, split, 'images'), osp.join(out_dir, split, 'labelTxt')
         os.makedirs(img_dir, exist_ok=True)

@@ -131,3 +131,23 @@ def test_presets():
     assert SyntheticConfig.preset('large').num_train > SyntheticConfig.preset('small').num_train
     with pytest.raises(ValueError, match='unknown synthetic preset'):
         SyntheticConfig.preset('huge')
+
+
+def test_balanced_validation_keeps_train_long_tailed(tmp_path):
+    """``val_balanced``: validation leaves uniform (every class testable),
+    training leaves as long-tailed as without it (same train files)."""
+    cfg = SyntheticConfig(num_train=60, num_val=60, img_size=96, min_objects=3,
+                          max_objects=4, min_length=20.0, max_length=30.0, seed=5)
+    plain = generate_synthetic_dataset(str(tmp_path / 'plain'), TREE_CFG, cfg)
+    cfg.val_balanced = True
+    bal = generate_synthetic_dataset(str(tmp_path / 'bal'), TREE_CFG, cfg)
+    assert bal['counts']['train'] == plain['counts']['train']
+    assert digest(tmp_path / 'bal' / 'train') == digest(tmp_path / 'plain' / 'train')
+    leaves = [TREE.classes[k] for k in TREE.leaf_ids]
+    val = np.array([bal['counts']['val'].get(n, 0) for n in leaves])
+    skewed = np.array([plain['counts']['val'].get(n, 0) for n in leaves])
+    # ~20 objects per leaf: a uniform draw stays within a few x, the long tail does not
+    assert val.min() >= 8 and val.max() <= 3 * val.min()
+    assert skewed.max() >= 8 * max(skewed.min(), 1)
+    bench = SyntheticConfig.preset('bench')
+    assert bench.val_balanced and bench.imbalance >= 30
