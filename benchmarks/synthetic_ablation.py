@@ -1,97 +1,88 @@
-"""Ablation on the synthetic long-tailed dataset: baseline, + decoupling, + HCL, + BHCL.
+"""The paper's ablation on the calibrated synthetic long-tailed task, with seeds and intervals.
 
-Generates the synthetic dataset (imbalance 30 between the most and least
-frequent leaf, "Other" objects on internal nodes), trains each smoke config
-for the same number of epochs with 2 seeds, evaluates on the validation split
-and prints every metric averaged over the seeds (leaf mAP, per-level mAP and
-tail-class figures as the metric reports them), with the spread and the
-training time.
+Rows: baseline, + decoupling, + decoupling + HCL, + decoupling + BHCL (EMA
+prototype bank), the BHCL prototype variants (no bank, classifier weights,
+learnable), and mmrotate's rotated RetinaNet (ResNet-18 from scratch) as a
+reference for where the detector stands against a standard one.
 
-    python benchmarks/synthetic_ablation.py [--epochs 12] [--seeds 0 1]
-        [--num-train 48] [--metric HierarchicalDOTAMetric] [--work-dir DIR]
+    python benchmarks/synthetic_ablation.py [--seeds 0 1 2] [--jobs 2]
+        [--variants baseline ...] [--iters 800] [--lr 1e-3] [--work-dir DIR]
+        [--out-dir DIR] [--reuse RESULTS_JSON]
 
-HCL / BHCL train on two views of each image (2 images x 2 views per batch,
-the baseline 4 images), so per epoch they see the same images but run twice
-the iterations, as in the paper's setting.
+The task is ``SyntheticConfig.preset('bench')``: 800 training images of
+128 x 128 (long-tailed leaves, head/tail training frequency 47x, "Other"
+objects) and 300 validation images whose leaves are drawn uniformly, so that
+every class has about the same number of test objects (90 to 110). Head and
+tail groups are the most and least frequent third of the leaves in training.
+
+A run is about 13 minutes of one core (two runs at once on two cores), or
+8 minutes of two cores alone; the full ablation (8 rows x 3 seeds) takes
+about 2.5 hours on two cores. Finished runs are kept in ``--work-dir`` and
+skipped when the script is started again; ``--reuse`` takes them from an
+earlier ``results.json`` instead.
+
+Equal budget: every run makes the same number of iterations of 4 training
+crops (``--iters``). The single-view rows see 4 images per iteration; the
+two-view rows (HCL, BHCL) see 2 images x 2 views, so they run half the epochs
+over the same data: the same compute and the same crops seen. (Counting
+epochs instead would give the two-view rows twice the iterations.)
+
+For each row the script prints the mean over seeds, the sample standard
+deviation and a 95% Student-t interval of the mean, for leaf mAP / AP50,
+per-level AP50 and head / tail AP50, plus the bootstrap standard error of one
+run's tail AP50 over the validation images (the test-set part of the noise).
+It writes ``results.json``, ``results.md`` and ``ablation.png`` to
+``--out-dir``. ``--jobs 2`` runs two trainings at once with one thread each.
 """
 import argparse
+import json
+import math
+import os
 import os.path as osp
 import runpy
 import statistics
+import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
+CFG_DIR = osp.join(ROOT, 'configs', 'synthetic')
 
+BASELINE = 'orientedformer_r18_1xb4-12e_synthetic.py'
+DECOUPLED = 'orientedformer-decoupled_r18_1xb4-12e_synthetic.py'
+HCL = 'hcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py'
+BHCL = 'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py'
+# name -> (config, model overrides)
 VARIANTS = {
-    'baseline': 'orientedformer_r18_1xb4-12e_synthetic.py',
-    '+decoupling': 'orientedformer-decoupled_r18_1xb4-12e_synthetic.py',
-    '+decoupling+HCL': 'hcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py',
-    '+decoupling+BHCL': 'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py',
+    'baseline': (BASELINE, {}),
+    '+decoupling': (DECOUPLED, {}),
+    '+decoupling+HCL': (HCL, {}),
+    '+decoupling+BHCL': (BHCL, {}),
+    'BHCL, no prototype bank': (BHCL, {'loss_hcl.prototype_bank': None}),
+    'BHCL, classifier-weight bank': (
+        BHCL, {'loss_hcl.prototype_bank': dict(type='ClassifierPrototypeBank')}),
+    'BHCL, learnable bank': (
+        BHCL, {'loss_hcl.prototype_bank': dict(type='LearnablePrototypeBank')}),
+    'rotated RetinaNet (reference)': ('rotated-retinanet_r18_fpn_1xb4-12e_synthetic.py', {}),
 }
+COLUMNS = [('leaf_mAP', 'leaf mAP'), ('leaf_AP50', 'leaf AP50'), ('lv0_AP50', 'lv0 AP50'),
+           ('lv1_AP50', 'lv1 AP50'), ('lv2_AP50', 'lv2 AP50'), ('head_AP50', 'head AP50'),
+           ('tail_AP50', 'tail AP50')]
+# two-sided 95% Student-t quantiles by degrees of freedom
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+       9: 2.262, 10: 2.228}
 
 
-def train_and_test(config, data_root, work_dir, epochs, seed, metric, class_groups=None):
-    """Train ``config`` on ``data_root`` for ``epochs``, return (metrics, seconds)."""
-    from mmengine.config import Config
-    from mmengine.runner import Runner
-    cfg = Config.fromfile(config)
-    train_ds = cfg.train_dataloader.dataset
-    (train_ds.dataset if train_ds.type == 'MultiViewDataset' else train_ds).data_root = data_root
-    cfg.test_dataloader.dataset.data_root = data_root
-    cfg.test_evaluator = dict(type=metric)
-    if metric != 'DOTAMetric':
-        cfg.test_evaluator['label_tree'] = cfg.label_tree
-        cfg.test_evaluator['class_groups'] = class_groups or {}
-    # evaluate once, after training (runner.test below)
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    cfg.train_cfg.max_epochs = epochs
-    cfg.param_scheduler[-1].milestones = [int(epochs * 0.75)]
-    cfg.param_scheduler[-1].end = epochs
-    cfg.randomness = dict(seed=seed)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=epochs + 1)
-    cfg.default_hooks.logger.interval = 50
-    cfg.work_dir = work_dir
-    runner = Runner.from_cfg(cfg)
-    t0 = time.perf_counter()
-    runner.train()
-    seconds = time.perf_counter() - t0
-    return runner.test(), seconds
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--epochs', type=int, default=12)
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
-    parser.add_argument('--num-train', type=int, default=48)
-    parser.add_argument('--num-val', type=int, default=16)
-    parser.add_argument('--metric', default='HierarchicalDOTAMetric')
-    parser.add_argument('--variants', nargs='+', default=list(VARIANTS))
-    parser.add_argument('--work-dir', default=None)
-    args = parser.parse_args(argv)
+def bench_dataset(work_dir):
+    """Generate (or reuse) the benchmark task; return (data_root, label tree, head/tail groups)."""
     import bhcl  # noqa: F401
     from bhcl.datasets.synthetic import SyntheticConfig, generate_synthetic_dataset
     tree = runpy.run_path(osp.join(ROOT, 'configs', '_base_', 'datasets',
                                    'synthetic_label_tree.py'))['label_tree']
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work_dir or tmp
-        data_root = osp.join(work, 'data') + '/'
-        meta = generate_synthetic_dataset(data_root, tree, SyntheticConfig(
-            num_train=args.num_train, num_val=args.num_val, seed=123))
-        groups = head_tail_groups(tree, meta['counts']['train'])
-        print(f"tail leaves (rarest third in train): {groups['tail']}", flush=True)
-        results = {}
-        for seed in args.seeds:
-            for name in args.variants:
-                config = osp.join(ROOT, 'configs', 'synthetic', VARIANTS[name])
-                metrics, seconds = train_and_test(config, data_root,
-                                                  osp.join(work, f'{name}-{seed}'),
-                                                  args.epochs, seed, args.metric, groups)
-                results.setdefault(name, []).append((metrics, seconds))
-                print(f'[{name} seed {seed}] {seconds:.0f}s {metrics}', flush=True)
-    report(results, args)
+    data_root = osp.join(work_dir, 'data') + '/'
+    meta = generate_synthetic_dataset(data_root, tree, SyntheticConfig.preset('bench'))
+    return data_root, tree, head_tail_groups(tree, meta['counts']['train']), meta
 
 
 def head_tail_groups(tree_cfg, train_counts):
@@ -105,19 +96,276 @@ def head_tail_groups(tree_cfg, train_counts):
     return dict(tail=leaves[:third], head=leaves[-third:])
 
 
-def report(results, args):
-    keys = sorted({k for runs in results.values() for m, _ in runs for k, v in m.items()
-                   if isinstance(v, (int, float))})
-    print(f'\nsynthetic ablation: {args.num_train} train / {args.num_val} val images, '
-          f'{args.epochs} epochs, seeds {args.seeds}, metric {args.metric}')
-    print('mean (min..max over seeds)')
-    for name, runs in results.items():
-        print(f'{name}  (train {statistics.mean(s for _, s in runs):.0f}s per run)')
-        for k in keys:
-            vals = [m[k] for m, _ in runs if k in m]
-            if vals:
-                print(f'    {k:<40} {statistics.mean(vals):.4f} '
-                      f'({min(vals):.4f}..{max(vals):.4f})')
+def _set(cfg_dict, dotted, value):
+    keys = dotted.split('.')
+    for k in keys[:-1]:
+        cfg_dict = cfg_dict[k]
+    cfg_dict[keys[-1]] = value
+
+
+def set_image_scale(cfg, img_size):
+    """Resize to the task's own image size (the configs' 256 px would upsample)."""
+    ds = cfg.train_dataloader.dataset
+    ds = ds.dataset if ds.type == 'MultiViewDataset' else ds
+    for pipeline in (ds.pipeline, cfg.test_dataloader.dataset.pipeline):
+        for step in pipeline:
+            if step.type.endswith('Resize'):
+                step.scale = (img_size, img_size)
+
+
+def train_and_test(config, overrides, data_root, work_dir, seed, groups, iters, num_train,
+                   bootstrap, img_size, lr=None):
+    """Train ``config`` for ``iters`` iterations of 4 crops and evaluate; return metrics."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(config)
+    for key, value in overrides.items():
+        _set(cfg.model, key, value)
+    loader = cfg.train_dataloader
+    ds = loader.dataset.dataset if loader.dataset.type == 'MultiViewDataset' else loader.dataset
+    views = loader.dataset.get('num_views', 1)
+    ds.data_root = cfg.test_dataloader.dataset.data_root = data_root
+    set_image_scale(cfg, img_size)
+    crops = loader.batch_size * views
+    if crops != 4:
+        raise ValueError(f'{config}: {crops} crops per iteration; the ablation compares '
+                         'configs with 4 (batch_size x num_views)')
+    cfg.test_evaluator = dict(type='HierarchicalDOTAMetric', label_tree=cfg.label_tree,
+                              class_groups=groups, bootstrap=bootstrap)
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    done_iters = scale_schedule(cfg, iters, num_train)
+    if lr is not None:
+        cfg.optim_wrapper.optimizer.lr = lr
+    cfg.randomness = dict(seed=seed)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10 ** 6)
+    cfg.default_hooks.logger.interval = 50
+    cfg.visualizer.name = f'ablation-{os.getpid()}'
+    cfg.work_dir = work_dir
+    runner = Runner.from_cfg(cfg)
+    t0 = time.perf_counter()
+    runner.train()
+    train_s = time.perf_counter() - t0
+    metrics = runner.test()
+    return dict(metrics={k.split('/')[-1]: v for k, v in metrics.items()},
+                train_s=train_s, total_s=time.perf_counter() - t0,
+                epochs=cfg.train_cfg.max_epochs, iters=done_iters)
+
+
+def scale_schedule(cfg, iters, num_train):
+    """Turn ``iters`` iterations into whole epochs of this config's loader;
+    the learning-rate steps move to the same fraction of the run, in
+    iterations (so one-view and two-view rows decay at the same iteration),
+    and an HCL warm-up keeps its share of the schedule. Returns the iterations run."""
+    batches = math.ceil(num_train / cfg.train_dataloader.batch_size)
+    if iters % batches:
+        raise ValueError(f'--iters {iters} is not a whole number of epochs of {batches} '
+                         'iterations; use a multiple of every row\'s epoch (400 on the bench '
+                         'task) so that all rows run the same iterations')
+    epochs = iters // batches
+    ratio = epochs / cfg.train_cfg.max_epochs
+    total = epochs * batches
+    for sched in cfg.param_scheduler:
+        if sched.get('by_epoch', True):
+            old_end = sched.get('end', cfg.train_cfg.max_epochs)
+            sched.update(by_epoch=False, begin=sched.get('begin', 0) * batches,
+                         end=round(old_end / cfg.train_cfg.max_epochs * total))
+            if 'milestones' in sched:
+                sched.milestones = [round(m / cfg.train_cfg.max_epochs * total)
+                                    for m in sched.milestones]
+    hcl = cfg.model.get('loss_hcl')
+    if hcl and hcl.get('warmup_epochs'):
+        hcl.warmup_epochs = round(hcl.warmup_epochs * ratio)
+    cfg.train_cfg.max_epochs = epochs
+    cfg.train_cfg.val_interval = epochs
+    return total
+
+
+def run_one(args):
+    result = train_and_test(osp.join(CFG_DIR, VARIANTS[args.variant][0]),
+                            VARIANTS[args.variant][1], args.data_root, args.run_dir,
+                            args.seed, json.loads(args.groups), args.iters, args.num_train,
+                            args.bootstrap, args.img_size, args.lr)
+    result['settings'] = run_settings(args)
+    with open(osp.join(args.run_dir, 'result.json'), 'w') as f:
+        json.dump(result, f)
+
+
+def run_settings(args):
+    """What a finished run must share with this invocation to be reused."""
+    return dict(iters=args.iters, lr=args.lr, bootstrap=args.bootstrap)
+
+
+def launch(variant, seed, data_root, groups, num_train, args, threads, reuse):
+    run_dir = osp.join(args.work_dir, 'runs', f'{VARIANTS_SLUG[variant]}-seed{seed}')
+    os.makedirs(run_dir, exist_ok=True)
+    done = osp.join(run_dir, 'result.json')
+    earlier = reuse.get(variant, {}).get(str(seed))
+    if not args.rerun and not osp.exists(done) and earlier is not None:
+        with open(done, 'w') as f:  # a run of an earlier invocation (--reuse)
+            json.dump(earlier, f)
+    if osp.exists(done) and not args.rerun:
+        with open(done) as f:
+            settings = json.load(f).get('settings')
+        if settings == run_settings(args):
+            return None, run_dir
+        print(f'[{variant} seed {seed}] finished run has settings {settings}, not '
+              f'{run_settings(args)}: running again', flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, osp.abspath(__file__), '--one', variant, '--seed', str(seed),
+           '--data-root', data_root, '--run-dir', run_dir, '--groups', json.dumps(groups),
+           '--iters', str(args.iters), '--num-train', str(num_train),
+           '--bootstrap', str(args.bootstrap), '--img-size', str(args.img_size)] + (
+               ['--lr', str(args.lr)] if args.lr is not None else [])
+    log = open(osp.join(run_dir, 'stdout.log'), 'w')
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), run_dir
+
+
+VARIANTS_SLUG = {name: ''.join(c if c.isalnum() else '_' for c in name).strip('_').lower()
+                 for name in VARIANTS}
+
+
+def run_all(args, data_root, groups, num_train):
+    reuse = {}
+    if args.reuse:
+        with open(args.reuse) as f:
+            reuse = json.load(f)['runs']
+    queue = [(v, s) for s in args.seeds for v in args.variants]
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
+    running, results = [], {}
+    while queue or running:
+        while queue and len(running) < args.jobs:
+            variant, seed = queue.pop(0)
+            proc, run_dir = launch(variant, seed, data_root, groups, num_train, args, threads,
+                                   reuse)
+            running.append((proc, variant, seed, run_dir))
+        for item in list(running):
+            proc, variant, seed, run_dir = item
+            if proc is not None and proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc is not None and proc.returncode != 0:
+                raise RuntimeError(f'{variant} seed {seed} failed (exit {proc.returncode}); '
+                                   f"see {osp.join(run_dir, 'stdout.log')}")
+            with open(osp.join(run_dir, 'result.json')) as f:
+                res = json.load(f)
+            results.setdefault(variant, {})[seed] = res
+            m = res['metrics']
+            print(f"[{variant} seed {seed}] {res['total_s']:.0f} s, leaf mAP "
+                  f"{m['leaf_mAP']:.4f}, lv0 AP50 {m['lv0_AP50']:.4f}, tail AP50 "
+                  f"{m['tail_AP50']:.4f}", flush=True)
+        time.sleep(1)
+    return results
+
+
+def summarise(values):
+    """(mean, sample sd, half-width of the 95% t interval) of a list."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if n > 1 else float('nan')
+    half = T95.get(n - 1, 1.96) * sd / math.sqrt(n) if n > 1 else float('nan')
+    return mean, sd, half
+
+
+def table(results, args, meta, groups):
+    lines = [f"Synthetic ablation ('bench' task: {meta['settings']['num_train']} train / "
+             f"{meta['settings']['num_val']} balanced val images, "
+             f"{meta['settings']['img_size']} px), {args.iters} iterations x 4 crops, "
+             f"lr {args.lr}, seeds {args.seeds}. Mean over seeds +- 95% t interval half-width "
+             f'(sample sd in brackets).', '',
+             '| variant | ' + ' | '.join(c for _, c in COLUMNS) + ' | tail AP50 test-set SE |'
+             ' train s/run |',
+             '|---' * (len(COLUMNS) + 3) + '|']
+    summary = {}
+    for variant in args.variants:
+        runs = results.get(variant, {})
+        if not runs:
+            continue
+        row, summary[variant] = [], {}
+        for key, _ in COLUMNS:
+            mean, sd, half = summarise([r['metrics'][key] for r in runs.values()])
+            summary[variant][key] = dict(mean=mean, sd=sd, ci95=half)
+            row.append(f'{mean:.3f} +- {half:.3f} ({sd:.3f})')
+        se = statistics.fmean(r['metrics'].get('tail_AP50_se', float('nan'))
+                              for r in runs.values())
+        secs = statistics.fmean(r['train_s'] for r in runs.values())
+        summary[variant].update(tail_AP50_test_se=se, train_s=secs, n=len(runs))
+        lines.append(f'| {variant} | ' + ' | '.join(row) + f' | {se:.3f} | {secs:.0f} |')
+    lines += ['', f"head leaves: {', '.join(groups['head'])}; tail leaves: "
+              f"{', '.join(groups['tail'])}"]
+    return '\n'.join(lines), summary
+
+
+def plot(summary, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    keys = ['leaf_mAP', 'leaf_AP50', 'lv0_AP50', 'head_AP50', 'tail_AP50']
+    variants = list(summary)
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / len(variants)
+    for i, v in enumerate(variants):
+        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(keys))]
+        ax.bar(xs, [summary[v][k]['mean'] for k in keys], width,
+               yerr=[summary[v][k]['ci95'] for k in keys], capsize=2, label=v)
+    ax.set_xticks(range(len(keys)), keys)
+    ax.set_ylabel('value (mean over seeds, 95% interval)')
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title('Synthetic ablation')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument('--iters', type=int, default=800,
+                        help='training iterations of 4 crops per run (all rows)')
+    parser.add_argument('--lr', type=float, default=1e-3,
+                        help='AdamW learning rate of every row (calibrated on the baseline; '
+                        'the smoke configs use 2e-4 for their longer, larger-image schedule)')
+    parser.add_argument('--jobs', type=int, default=2, help='trainings run at once')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='threads per training (default: CPU cores / --jobs)')
+    parser.add_argument('--bootstrap', type=int, default=200,
+                        help='bootstrap resamples of the validation images per run')
+    parser.add_argument('--work-dir', default='work_dirs/synthetic_ablation')
+    parser.add_argument('--out-dir', default=None, help='default: --work-dir')
+    parser.add_argument('--rerun', action='store_true', help='ignore finished runs')
+    parser.add_argument('--reuse', default=None,
+                        help='results.json of an earlier invocation: its runs with the same '
+                        'settings are not run again (continue an ablation on another day)')
+    parser.add_argument('--one', dest='variant', help=argparse.SUPPRESS)
+    parser.add_argument('--seed', type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--data-root', help=argparse.SUPPRESS)
+    parser.add_argument('--run-dir', help=argparse.SUPPRESS)
+    parser.add_argument('--groups', help=argparse.SUPPRESS)
+    parser.add_argument('--num-train', type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--img-size', type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.variant:
+        return run_one(args)
+    os.makedirs(args.work_dir, exist_ok=True)
+    out_dir = args.out_dir or args.work_dir
+    os.makedirs(out_dir, exist_ok=True)
+    data_root, _, groups, meta = bench_dataset(args.work_dir)
+    args.img_size = meta['settings']['img_size']
+    print(f"tail leaves: {groups['tail']}; head leaves: {groups['head']}", flush=True)
+    t0 = time.perf_counter()
+    results = run_all(args, data_root, groups, meta['settings']['num_train'])
+    text, summary = table(results, args, meta, groups)
+    print(text)
+    print(f'wall time {time.perf_counter() - t0:.0f} s for {sum(map(len, results.values()))} '
+          f'runs, {args.jobs} at once')
+    with open(osp.join(out_dir, 'results.json'), 'w') as f:
+        json.dump(dict(args=vars(args), groups=groups, runs=results, summary=summary), f,
+                  indent=1)
+    with open(osp.join(out_dir, 'results.md'), 'w') as f:
+        f.write(text + '\n')
+    plot(summary, osp.join(out_dir, 'ablation.png'))
+    print(f'written: results.json, results.md, ablation.png in {out_dir}')
 
 
 if __name__ == '__main__':

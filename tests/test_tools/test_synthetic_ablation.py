@@ -1,0 +1,51 @@
+"""benchmarks/synthetic_ablation.py: equal-budget schedules, groups and intervals."""
+import importlib.util
+import os.path as osp
+
+import pytest
+from mmengine.config import Config
+
+from tests.conftest import REPO_ROOT
+
+
+def _ablation():
+    spec = importlib.util.spec_from_file_location(
+        'synthetic_ablation', osp.join(REPO_ROOT, 'benchmarks', 'synthetic_ablation.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_one_and_two_view_rows_get_the_same_iterations_and_lr_steps():
+    abl = _ablation()
+    runs = {}
+    for name in ('baseline', '+decoupling+BHCL'):
+        cfg = Config.fromfile(osp.join(abl.CFG_DIR, abl.VARIANTS[name][0]))
+        total = abl.scale_schedule(cfg, iters=800, num_train=800)
+        batches = 800 // cfg.train_dataloader.batch_size
+        assert total == cfg.train_cfg.max_epochs * batches
+        step = next(s for s in cfg.param_scheduler if s.type == 'MultiStepLR')
+        assert not step.by_epoch
+        runs[name] = (total, step.milestones, cfg.train_cfg.max_epochs, cfg.model.get('loss_hcl'))
+    # 4 crops per iteration in both: 4 images x 1 view vs 2 images x 2 views
+    assert runs['baseline'][0] == runs['+decoupling+BHCL'][0] == 800
+    assert runs['baseline'][1] == runs['+decoupling+BHCL'][1] == [600]  # 9/12 of the run
+    assert runs['baseline'][2] == 2 * runs['+decoupling+BHCL'][2]  # half the epochs
+    # the one-epoch warm-up of 12 keeps its share: 1/12 of 2 epochs rounds to 0
+    assert runs['+decoupling+BHCL'][3].warmup_epochs == 0
+
+
+def test_head_and_tail_are_the_most_and_least_frequent_thirds():
+    abl = _ablation()
+    tree = dict(paths=['A', 'A/a1', 'A/a2', 'B', 'B/b1', 'B/b2', 'C', 'C/c1', 'C/c2'])
+    counts = dict(a1=100, a2=3, b1=50, b2=7, c1=20, c2=9)
+    groups = abl.head_tail_groups(tree, counts)
+    assert groups == dict(tail=['a2', 'b2'], head=['b1', 'a1'])
+
+
+def test_summary_is_mean_sample_sd_and_student_t_interval():
+    abl = _ablation()
+    mean, sd, half = abl.summarise([0.1, 0.2, 0.3])
+    assert mean == pytest.approx(0.2)
+    assert sd == pytest.approx(0.1)
+    assert half == pytest.approx(4.303 * 0.1 / 3 ** 0.5)
