@@ -33,7 +33,7 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
     clip_grad=dict(max_norm=1.0, norm_type=2))
 
-custom_hooks = [dict(type='mmdet.SetEpochInfoHook')]
+custom_hooks = [dict(type='EpochSeedHook'), dict(type='mmdet.SetEpochInfoHook')]
 default_hooks = dict(
     logger=dict(interval=5),
     checkpoint=dict(interval=4, max_keep_ckpts=2))

@@ -51,3 +51,17 @@ def test_model_builds(path):
     if tree_classes is not None and 'bbox_head' in cfg.model:
         from bhcl.structures import LabelTree
         assert cfg.model.bbox_head.num_classes == LabelTree.from_config(tree_classes).num_classes
+
+
+@pytest.mark.parametrize('path', MODEL_CONFIGS, ids=rel)
+def test_training_configs_resume_exactly(path):
+    """Every training config re-seeds per epoch and seeds its workers from it
+    (EpochSeedHook, epoch_worker_init, no persistent training workers)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)
+    if 'train_dataloader' not in cfg:
+        return
+    assert 'EpochSeedHook' in [h['type'] for h in cfg.get('custom_hooks', [])]
+    loader = cfg.train_dataloader
+    assert loader.get('worker_init_fn', {}).get('type') == 'epoch_worker_init'
+    assert not (loader.get('num_workers', 0) and loader.get('persistent_workers', False))

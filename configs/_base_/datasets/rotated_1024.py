@@ -35,7 +35,10 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=2,
     num_workers=2,
-    persistent_workers=True,
+    # workers restart each epoch, seeded from (seed, epoch, rank, worker), so
+    # that a resumed run continues exactly (EpochSeedHook, docs/get_started.md)
+    persistent_workers=False,
+    worker_init_fn=dict(type='epoch_worker_init'),
     sampler=dict(type='DefaultSampler', shuffle=True),
     batch_sampler=None,
     dataset=dict(filter_cfg=dict(filter_empty_gt=True), pipeline=train_pipeline))

@@ -29,6 +29,8 @@ train_dataloader = dict(
     batch_size=4,
     num_workers=0,
     persistent_workers=False,
+    # augmentation streams seeded from (seed, epoch, rank, worker): exact resume
+    worker_init_fn=dict(type='epoch_worker_init'),
     sampler=dict(type='DefaultSampler', shuffle=True),
     batch_sampler=None,
     dataset=dict(

@@ -15,7 +15,8 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=5e-5, weight_decay=1e-6),
     clip_grad=dict(max_norm=1, norm_type=2))
-# the model's set_epoch drives the contrastive-loss warm-up
-custom_hooks = [dict(type='mmdet.SetEpochInfoHook')]
+# the model's set_epoch drives the contrastive-loss warm-up; EpochSeedHook
+# re-seeds every random stream at each epoch: exact resume (docs/get_started.md)
+custom_hooks = [dict(type='EpochSeedHook'), dict(type='mmdet.SetEpochInfoHook')]
 # 4 GPUs x 2 images
 auto_scale_lr = dict(enable=False, base_batch_size=8)
