@@ -191,8 +191,9 @@ def run_one(args):
 
 
 def run_settings(args):
-    """What a finished run must share with this invocation to be reused."""
-    return dict(iters=args.iters, lr=args.lr, bootstrap=args.bootstrap)
+    """What a finished run must share with this invocation to be reused
+    (the bootstrap only adds a standard error, it changes no metric)."""
+    return dict(iters=args.iters, lr=args.lr)
 
 
 def launch(variant, seed, data_root, groups, num_train, args, threads, reuse):
@@ -285,8 +286,9 @@ def table(results, args, meta, groups):
             mean, sd, half = summarise([r['metrics'][key] for r in runs.values()])
             summary[variant][key] = dict(mean=mean, sd=sd, ci95=half)
             row.append(f'{mean:.3f} +- {half:.3f} ({sd:.3f})')
-        se = statistics.fmean(r['metrics'].get('tail_AP50_se', float('nan'))
-                              for r in runs.values())
+        ses = [r['metrics']['tail_AP50_se'] for r in runs.values()
+               if 'tail_AP50_se' in r['metrics']]
+        se = statistics.fmean(ses) if ses else float('nan')
         secs = statistics.fmean(r['train_s'] for r in runs.values())
         summary[variant].update(tail_AP50_test_se=se, train_s=secs, n=len(runs))
         lines.append(f'| {variant} | ' + ' | '.join(row) + f' | {se:.3f} | {secs:.0f} |')
