@@ -21,6 +21,7 @@ SMOKE = {
     'baseline': 'orientedformer_r18_1xb4-12e_synthetic.py',
     'decoupled': 'orientedformer-decoupled_r18_1xb4-12e_synthetic.py',
     'bhcl': 'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py',
+    'cq': 'cq-bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py',
 }
 
 
@@ -60,7 +61,7 @@ def batch(num_images=2, size=128, seed=0, empty_last=False):
     return imgs, samples
 
 
-@pytest.mark.parametrize('variant', ['baseline', 'decoupled', 'bhcl'])
+@pytest.mark.parametrize('variant', ['baseline', 'decoupled', 'bhcl', 'cq'])
 def test_loss_backward_step_every_parameter_gets_a_gradient(variant):
     model = build(variant)
     imgs, samples = batch()
@@ -69,8 +70,10 @@ def test_loss_backward_step_every_parameter_gets_a_gradient(variant):
     expected = {'dense.loss_cls', 'dense.loss_iou', 'dense_aux.loss_cls', 'dense_aux.loss_iou'}
     expected |= {f's{i}.{k}' for i in range(2)
                  for k in ('loss_cls', 'loss_bbox', 'loss_iou', 'pos_acc')}
-    if variant == 'bhcl':
+    if variant in ('bhcl', 'cq'):
         expected |= {f's{i}.loss_hcl_lv{lv}' for i in range(2) for lv in (1, 2)}
+    if variant == 'cq':
+        expected.add('loss_presence')
     assert set(losses) == expected
     assert all(torch.isfinite(v) for v in losses.values())
     total_loss(losses).backward()
@@ -145,7 +148,7 @@ def test_predict_keeps_leaves_and_rescales():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('variant', ['baseline', 'bhcl'])
+@pytest.mark.parametrize('variant', ['baseline', 'bhcl', 'cq'])
 def test_overfit_one_batch_lowers_the_loss(variant):
     model = build(variant)
     imgs, samples = batch(num_images=1)
@@ -205,3 +208,40 @@ def test_internal_nodes_at_inference():
     assert_close(res.scores[picked], logits[queries, internal[1]].sigmoid())
     with pytest.raises(ValueError, match='internal nodes'):
         model._predict_mask(['No Such Node'])
+
+
+def test_category_queries_predict_only_selected_leaves():
+    model = build('cq').eval()
+    imgs, samples = batch()
+    with torch.no_grad():
+        head, _ = model.forward_stages(imgs)
+        res = model.predict(imgs, samples)
+    leaves = set(model.label_tree.leaf_mask.nonzero()[0].tolist())
+    assert head['selected'].sum(1).tolist() == [8, 8]  # top 8 of 16 nodes, no GT at test
+    for sel, r in zip(head['selected'], res):
+        kept = set(sel.nonzero().squeeze(1).tolist())
+        positive = r.pred_instances.labels[r.pred_instances.scores > 0]
+        assert set(positive.tolist()) <= leaves & kept
+
+
+def test_category_queries_loss_ignores_unselected_categories():
+    """The classification loss does not change with the logits of categories
+    outside an image's selection, and does with a selected one's."""
+    model = build('cq')
+    imgs, samples = batch()
+    gts = [model._gt_instances(s) for s in samples]
+    metas = [s.metainfo for s in samples]
+    head, stages = model.forward_stages(imgs, [g.labels for g in gts])
+    sel = head['selected']
+    n = stages[0].logits.shape[1]
+    weight = sel[:, None, :].expand(-1, n, -1).flatten(0, 1).float()
+    stage = stages[-1]
+    base = model.stage_loss(1, stage, gts, metas, weight)['loss_cls']
+    off = (~sel[0]).nonzero()[0, 0]
+    on = sel[0].nonzero()[0, 0]
+    for k, changes in ((off, False), (on, True)):
+        logits = stage.logits.clone()
+        logits[0, :, k] += 3.0
+        moved = model.stage_loss(1, stage._replace(logits=logits), gts, metas,
+                                 weight)['loss_cls']
+        assert (abs(float((moved - base).detach())) > 1e-6) == changes

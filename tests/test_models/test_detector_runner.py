@@ -65,3 +65,42 @@ def test_bhcl_smoke_trains_validates_saves_and_resumes(tiny_synthetic, tmp_path)
     torch.testing.assert_close(rec.bank[0], saved['state_dict'][bank_key])
     assert rec.epochs == [1, 1]  # past the warm-up after resume
     assert runner.iter == 8 and runner.epoch == 2
+
+
+CQ_SMOKE = osp.join(CONFIG_DIR, 'synthetic',
+                    'cq-bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py')
+
+
+@pytest.mark.slow
+def test_category_query_smoke_trains_validates_and_resumes(tiny_synthetic, tmp_path):
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    class Record(Hook):
+        def before_train(self, runner):
+            self.start = runner.iter
+            self.queries = runner.model.category_queries.queries.detach().clone()
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            self.outputs = outputs
+
+    work = str(tmp_path / 'work')
+    args = train_tool.parse_args([CQ_SMOKE, '--work-dir', work, '--cfg-options',
+                                  *cfg_options(tiny_synthetic)])
+    runner = Runner.from_cfg(train_tool.build_cfg(args))
+    rec = Record()
+    runner.register_hook(rec)
+    runner.train()
+    assert {'loss_presence', 's1.loss_cls', 's1.loss_hcl_lv2'} <= set(rec.outputs)
+    assert all(torch.isfinite(v) for v in rec.outputs.values())
+    assert any(k.endswith('dota/leaf_mAP') for k in runner.message_hub.log_scalars)
+    saved = torch.load(osp.join(work, 'epoch_1.pth'), map_location='cpu', weights_only=False)
+
+    args = train_tool.parse_args([CQ_SMOKE, '--work-dir', work, '--resume', '--cfg-options',
+                                  *cfg_options(tiny_synthetic, **{'train_cfg.max_epochs': 2})])
+    runner = Runner.from_cfg(train_tool.build_cfg(args))
+    rec = Record()
+    runner.register_hook(rec)
+    runner.train()
+    assert rec.start == 4 and runner.epoch == 2
+    torch.testing.assert_close(rec.queries, saved['state_dict']['category_queries.queries'])

@@ -60,6 +60,10 @@ class OrientedQueryDETR(BaseDetector):
         loss_hcl: optional ``HierarchicalContrastiveLoss`` config; one module
             (and prototype bank) per stage, fed the class features of the
             matched queries and their tree-node labels.
+        classifier: optional ``CategoryQueries`` config: classes come from
+            matching each stage's projected class features with image-guided
+            category queries (top-K categories per image, presence loss
+            ``loss_presence``) instead of a linear layer.
         test_cfg: ``dict(max_per_img=..., internal_nodes=None)``; ``internal_nodes``
             (``'all'`` or a list of node names) lets inference predict those internal
             nodes besides the leaves.
@@ -87,6 +91,7 @@ class OrientedQueryDETR(BaseDetector):
                                        loss_weight=5.0),
                  l1_angle_version: Optional[str] = 'le90',
                  loss_hcl: Optional[dict] = None,
+                 classifier: Optional[dict] = None,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
@@ -105,8 +110,12 @@ class OrientedQueryDETR(BaseDetector):
         self.query_head = MODELS.build(copy.deepcopy(query_head), default_args=dict(
             num_classes=self.num_classes, in_channels=embed_dims,
             content_channels=self.layers[0].content_channels, strides=self.strides))
+        self.category_queries = None if classifier is None else MODELS.build(
+            copy.deepcopy(classifier), default_args=dict(label_tree=self.label_tree.to_config(),
+                                                         embed_dims=embed_dims))
+        cls_out = self.num_classes if classifier is None else embed_dims
         self.cls_branches = nn.ModuleList(
-            prediction_head(embed_dims, self.num_classes, num_cls_fcs) for _ in self.layers)
+            prediction_head(embed_dims, cls_out, num_cls_fcs) for _ in self.layers)
         self.reg_branches = nn.ModuleList(
             prediction_head(embed_dims, 5, num_reg_fcs) for _ in self.layers)
         self.assigner = TASK_UTILS.build(copy.deepcopy(assigner))
@@ -151,7 +160,10 @@ class OrientedQueryDETR(BaseDetector):
                 if isinstance(m, nn.Linear):
                     m.reset_parameters()
                     nn.init.xavier_uniform_(m.weight)
-            nn.init.constant_(cls_branch[-1].bias, bias_init_with_prob(0.01))
+            if self.category_queries is None:
+                nn.init.constant_(cls_branch[-1].bias, bias_init_with_prob(0.01))
+            else:  # a projection; the prior sits in the category-query logits
+                nn.init.zeros_(cls_branch[-1].bias)
             nn.init.zeros_(reg_branch[-1].weight)
             nn.init.zeros_(reg_branch[-1].bias)
 
@@ -164,21 +176,30 @@ class OrientedQueryDETR(BaseDetector):
     def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor, ...]:
         return tuple(self.neck(self.backbone(batch_inputs)))
 
-    def forward_stages(self, batch_inputs: Tensor) -> Tuple[dict, List[StageOutput]]:
+    def forward_stages(self, batch_inputs: Tensor, gt_labels: Optional[List[Tensor]] = None
+                       ) -> Tuple[dict, List[StageOutput]]:
         """Images (B, 3, H, W) -> the query head's outputs (``feats``, ``queries``
-        ``(xyzrt, content)``, candidates ``main``/``aux``) and one :class:`StageOutput`
-        per decoder stage."""
+        ``(xyzrt, content)``, candidates ``main``/``aux``; with category queries also
+        their ``presence`` logits and ``selected`` (B, K) mask) and one
+        :class:`StageOutput` per decoder stage. ``gt_labels`` (training) lets the
+        category-query selection keep the annotated nodes."""
         feats = self.extract_feat(batch_inputs)
         xyzrt, content, main, aux = self.query_head.select(self.query_head(feats))
         head = dict(feats=feats, queries=(xyzrt, content), main=main, aux=aux)
+        classify = None
+        if self.category_queries is not None:
+            emb, head['presence'], head['selected'] = self.category_queries(feats, gt_labels)
+
+            def classify(cls_branch, cls_feat):
+                return self.category_queries.logits(cls_branch(cls_feat), emb)
         stages: List[StageOutput] = []
         for layer, cls_branch, reg_branch in zip(self.layers, self.cls_branches,
                                                  self.reg_branches):
             content = layer(content, xyzrt, feats, self.strides)
             cls_feat, loc_feat = layer.split(content)
             new_xyzrt = refine_xyzrt(xyzrt, reg_branch(loc_feat))
-            stages.append(StageOutput(cls_branch(cls_feat), xyzrt_to_boxes(new_xyzrt),
-                                      new_xyzrt, cls_feat))
+            logits = cls_branch(cls_feat) if classify is None else classify(cls_branch, cls_feat)
+            stages.append(StageOutput(logits, xyzrt_to_boxes(new_xyzrt), new_xyzrt, cls_feat))
             xyzrt = new_xyzrt.detach()
         return head, stages
 
@@ -193,11 +214,20 @@ class OrientedQueryDETR(BaseDetector):
         (logged only) and ``s{i}.loss_hcl_lv{l}``."""
         metas = [s.metainfo for s in batch_data_samples]
         gts = [self._gt_instances(s) for s in batch_data_samples]
-        head, stages = self.forward_stages(batch_inputs)
+        head, stages = self.forward_stages(batch_inputs, [gt.labels for gt in gts])
         losses = self.query_head.loss(head['main'], head['aux'], gts, metas)
+        cls_weight = None
+        if self.category_queries is not None:
+            cq = self.category_queries
+            target = cq.presence_targets([gt.labels for gt in gts], len(gts),
+                                         batch_inputs.device)
+            losses['loss_presence'] = cq.loss_weight * cq.presence_loss(head['presence'], target)
+            # categories outside an image's selection take no part in its queries' loss
+            n = stages[0].logits.shape[1]
+            cls_weight = head['selected'][:, None, :].expand(-1, n, -1).flatten(0, 1).float()
         for i, stage in enumerate(stages):
-            losses.update({f's{i}.{k}': v for k, v in self.stage_loss(i, stage, gts,
-                                                                      metas).items()})
+            losses.update({f's{i}.{k}': v for k, v in self.stage_loss(
+                i, stage, gts, metas, cls_weight).items()})
         return losses
 
     @staticmethod
@@ -225,12 +255,15 @@ class OrientedQueryDETR(BaseDetector):
         return torch.cat(pos_b), torch.cat(pos_q), torch.cat(pos_gt), labels.flatten()
 
     def stage_loss(self, stage_idx: int, stage: StageOutput, gts: List[InstanceData],
-                   metas: List[dict]) -> Dict[str, Tensor]:
+                   metas: List[dict], cls_weight: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """Losses of one stage; ``cls_weight`` (B * N, K) weighs the classification
+        loss per query and class (category-query selection)."""
         pos_b, pos_q, gt_pos, labels = self.match(stage, gts, metas)
         logits = stage.logits.flatten(0, 1)
         # the published code does not clamp: a batch without objects would divide by ~0
         num_pos = reduce_mean(logits.new_tensor(float(len(pos_q)))).clamp(min=1.0)
-        losses = dict(loss_cls=self.loss_cls(logits, labels, avg_factor=num_pos))
+        losses = dict(loss_cls=self.loss_cls(logits, labels, weight=cls_weight,
+                                             avg_factor=num_pos))
         flat_pos = pos_b * stage.logits.shape[1] + pos_q
         losses['pos_acc'] = accuracy(logits[flat_pos].detach(), labels[flat_pos])
         pred_pos = stage.boxes[pos_b, pos_q]
@@ -243,9 +276,10 @@ class OrientedQueryDETR(BaseDetector):
         else:  # no ground truth in the batch: zero losses that keep every parameter in the graph
             losses['loss_bbox'] = losses['loss_iou'] = stage.boxes.sum() * 0
         if self.loss_hcl is not None:
+            weight = (self.cls_branches[stage_idx][-1].weight if self.category_queries is None
+                      else self.category_queries.category_embeddings())
             losses.update(self.loss_hcl[stage_idx](
-                stage.cls_feats[pos_b, pos_q], labels[flat_pos],
-                classifier_weight=self.cls_branches[stage_idx][-1].weight))
+                stage.cls_feats[pos_b, pos_q], labels[flat_pos], classifier_weight=weight))
         return losses
 
     # ----------------------------------------------------------- predict
@@ -253,22 +287,27 @@ class OrientedQueryDETR(BaseDetector):
                 rescale: bool = True) -> SampleList:
         """Last stage: top ``max_per_img`` (query, node) pairs over the leaves (and the
         internal nodes of ``test_cfg.internal_nodes``)."""
-        _, stages = self.forward_stages(batch_inputs)
+        head, stages = self.forward_stages(batch_inputs)
         last = stages[-1]
-        results = [self.predict_single(lg, bx, s.metainfo, rescale)
-                   for lg, bx, s in zip(last.logits, last.boxes, batch_data_samples)]
+        selected = head.get('selected', [None] * len(batch_data_samples))
+        results = [self.predict_single(lg, bx, s.metainfo, rescale, sel)
+                   for lg, bx, s, sel in zip(last.logits, last.boxes, batch_data_samples,
+                                             selected)]
         return self.add_pred_to_datasample(batch_data_samples, results)
 
-    def predict_single(self, logits: Tensor, boxes: Tensor, meta: dict,
-                       rescale: bool) -> InstanceData:
+    def predict_single(self, logits: Tensor, boxes: Tensor, meta: dict, rescale: bool,
+                       selected: Optional[Tensor] = None) -> InstanceData:
         """(N, K) logits, (N, 5) boxes of one image -> InstanceData (bboxes, scores, labels).
 
         Leaves only by default (the published code). With ``test_cfg.internal_nodes``
         an internal node X competes too, with its own score: the model learns node X
         from the "Other X" objects reallocated to it, so its score is the belief that
         an object is an X of no listed kind (FAIR1M's ``other-*`` classes).
+        ``selected`` (K,) (category queries) zeroes the categories not kept for the image.
         """
         scores = logits.sigmoid() * self.predict_mask.to(logits.dtype)
+        if selected is not None:
+            scores = scores * selected.to(logits.dtype)
         k = min(self.test_cfg.get('max_per_img', 100), scores.numel())
         top, idx = scores.flatten().topk(k)
         labels, query = idx % self.num_classes, idx // self.num_classes

@@ -1,3 +1,4 @@
+from .category_queries import CategoryQueries
 from .oriented_sampling_attention import OrientedSamplingAttention
 from .query_decoder_layer import (BoxBiasedSelfAttention, DecoupledQueryDecoderLayer,
                                   QueryBranch, QueryDecoderLayer)
@@ -5,7 +6,7 @@ from .rbox_ops import (boxes_to_xyzrt, gaussian_position_encoding, gaussian_simi
                        norm_angle_le90, refine_xyzrt, regularize_le90, xyzrt_to_boxes)
 
 __all__ = [
-    'BoxBiasedSelfAttention', 'OrientedSamplingAttention', 'QueryBranch', 'QueryDecoderLayer',
+    'BoxBiasedSelfAttention', 'CategoryQueries', 'OrientedSamplingAttention', 'QueryBranch', 'QueryDecoderLayer',
     'DecoupledQueryDecoderLayer', 'boxes_to_xyzrt', 'gaussian_position_encoding',
     'gaussian_similarity', 'norm_angle_le90', 'refine_xyzrt', 'regularize_le90',
     'xyzrt_to_boxes'

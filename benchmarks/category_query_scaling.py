@@ -1,0 +1,138 @@
+"""Classification-head cost per training step as the label tree grows: category queries vs linear.
+
+For trees of 49, 1,000 and 10,000 nodes (4 levels, built with a fixed fan-out),
+times forward + backward of the classification part of one decoder stage and
+measures its peak memory, for
+
+* the linear head: Linear(C, K) on the object queries + sigmoid focal loss over K;
+* the category-query head (``CategoryQueries``, tree update, top-K selection,
+  presence loss): cross-attention of the K queries to a 32 x 32 feature map,
+  projection, logits over K with the unselected categories weighted 0.
+
+The paper-model sizes: 2 images, 300 object queries, C = 256, a stride-32 map of
+a 1024 px image. Prints milliseconds, peak MiB and the ratios to the linear
+head measured in the same run.
+
+    python benchmarks/category_query_scaling.py [--nodes 49 1000 10000] [--iters 5]
+        [--topk 100] [--device cpu|cuda]
+"""
+import argparse
+import os.path as osp
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+from hcl_loss_speed import _LiveTensorBytes  # noqa: E402
+
+
+def tree_paths(num_nodes, levels=4):
+    """Paths of a ``levels``-deep tree with about ``num_nodes`` nodes (fixed fan-out)."""
+    fan = 2
+    while sum(fan ** (lv + 1) for lv in range(levels)) < num_nodes:
+        fan += 1
+    paths, frontier = [], ['']
+    for _ in range(levels):
+        nxt = []
+        for parent in frontier:
+            for i in range(fan):
+                if len(paths) == num_nodes:
+                    return paths
+                p = f'{parent}/n{len(paths)}' if parent else f'n{len(paths)}'
+                paths.append(p)
+                nxt.append(p)
+        frontier = nxt
+    return paths
+
+
+def focal(logits, target, weight=None):
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction='none')
+    p_t = p * target + (1 - p) * (1 - target)
+    loss = (0.25 * target + 0.75 * (1 - target)) * (1 - p_t) ** 2 * ce
+    return (loss if weight is None else loss * weight).sum() / max(float(target.sum()), 1.0)
+
+
+def make_steps(num_nodes, args, device):
+    import bhcl  # noqa: F401
+    from bhcl.models.layers.category_queries import CategoryQueries
+    from bhcl.structures import LabelTree
+    tree = LabelTree.from_paths(tree_paths(num_nodes))
+    k = tree.num_classes
+    b, n, c = 2, 300, 256
+    g = torch.Generator().manual_seed(0)
+    obj = torch.randn(b, n, c, generator=g).to(device).requires_grad_()
+    feat = torch.randn(b, c, 32, 32, generator=g).to(device).requires_grad_()
+    gt = [torch.randint(0, k, (8,), generator=g).to(device) for _ in range(b)]
+    target = torch.zeros(b, n, k, device=device)
+    for i in range(b):
+        target[i, torch.arange(8), gt[i]] = 1.0
+    linear = torch.nn.Linear(c, k).to(device)
+    cq = CategoryQueries(tree.to_config(), c, topk=args.topk, num_heads=8).to(device).train()
+    proj = torch.nn.Linear(c, c).to(device)
+
+    def linear_step():
+        return focal(linear(obj), target)
+
+    def cq_step():
+        emb, presence, keep = cq(feat, gt)
+        logits = cq.logits(proj(obj), emb)
+        return focal(logits, target, keep[:, None, :].float()) + cq.presence_loss(
+            presence, cq.presence_targets(gt, b, device))
+
+    return dict(linear=linear_step, category_queries=cq_step), (obj, feat)
+
+
+def measure(fn, inputs, iters, device):
+    times = []
+    for i in range(iters + 1):
+        for x in inputs:
+            x.grad = None
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn().backward()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        if i:  # the first call warms up
+            times.append(time.perf_counter() - t)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        fn().backward()
+        peak = (torch.cuda.max_memory_allocated() - start) / 2 ** 20
+    else:
+        with _LiveTensorBytes() as tracker:
+            fn().backward()
+        peak = tracker.peak / 2 ** 20
+    return statistics.median(times) * 1e3, peak
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--nodes', type=int, nargs='+', default=[49, 1000, 10000])
+    parser.add_argument('--iters', type=int, default=5)
+    parser.add_argument('--topk', type=int, default=100)
+    parser.add_argument('--device', default='cpu')
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    print(f'threads {torch.get_num_threads()}, device {device}, topk {args.topk}; '
+          '2 images x 300 queries x 256 channels, 32 x 32 map')
+    print('| nodes | linear ms | CQ ms | time ratio | linear peak MiB | CQ peak MiB | '
+          'memory ratio |')
+    print('|---|---|---|---|---|---|---|')
+    for k in args.nodes:
+        steps, inputs = make_steps(k, args, device)
+        (lt, lm), (ct, cm) = (measure(steps[name], inputs, args.iters, device)
+                              for name in ('linear', 'category_queries'))
+        print(f'| {k} | {lt:.1f} | {ct:.1f} | {ct / lt:.2f}x | {lm:.1f} | {cm:.1f} | '
+              f'{cm / lm:.2f}x |', flush=True)
+
+
+if __name__ == '__main__':
+    main()
