@@ -4,7 +4,7 @@
 _base_ = [
     '../_base_/models/orientedformer_r50_chmapper.py',
     '../_base_/datasets/synthetic.py',
-    '../_base_/default_runtime.py',
+    '../_base_/schedules/schedule_synthetic_12e.py',
 ]
 custom_imports = dict(imports=['bhcl'], allow_failed_imports=False)
 
@@ -20,22 +20,4 @@ model = dict(
                                 attn_cfg=dict(num_heads=8, num_points=8, reduction=4))),
     test_cfg=dict(max_per_img=100))
 
-max_epochs = 12
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=30),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9], gamma=0.1)
-]
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
-    clip_grad=dict(max_norm=1.0, norm_type=2))
-
 custom_hooks = [dict(type='EpochSeedHook'), dict(type='mmdet.SetEpochInfoHook')]
-default_hooks = dict(
-    logger=dict(interval=5),
-    checkpoint=dict(interval=4, max_keep_ckpts=2))
-log_processor = dict(window_size=5)
-env_cfg = dict(mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0))

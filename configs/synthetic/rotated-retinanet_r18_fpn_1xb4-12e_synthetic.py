@@ -1,12 +1,13 @@
 # Reference detector for the synthetic benchmark: mmrotate's rotated RetinaNet
 # (the modules and settings of mmrotate's rotated-retinanet-rbox-le90_r50_fpn_1x_dota
 # config) with a ResNet-18 trained from scratch, 64-channel FPN and head, on the
-# same data, optimizer, schedule and metric as the synthetic OrientedFormer
-# configs. It predicts every tree node ("Other X" objects train their parent);
-# the hierarchical metric scores it like the query detectors.
+# same data, optimizer, schedule (schedule_synthetic_12e.py) and metric as the
+# synthetic OrientedFormer configs. It predicts every tree node ("Other X"
+# objects train their parent); the hierarchical metric scores it like the query
+# detectors.
 _base_ = [
     '../_base_/datasets/synthetic.py',
-    '../_base_/default_runtime.py',
+    '../_base_/schedules/schedule_synthetic_12e.py',
 ]
 custom_imports = dict(imports=['bhcl'], allow_failed_imports=False)
 angle_version = 'le90'
@@ -80,23 +81,4 @@ model = dict(
         nms=dict(type='nms_rotated', iou_threshold=0.1),
         max_per_img=100))
 
-# the synthetic OrientedFormer configs' optimizer and schedule
-max_epochs = 12
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=30),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9], gamma=0.1)
-]
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
-    clip_grad=dict(max_norm=1.0, norm_type=2))
-
 custom_hooks = [dict(type='EpochSeedHook')]  # exact resume (docs/get_started.md)
-default_hooks = dict(
-    logger=dict(interval=5),
-    checkpoint=dict(interval=4, max_keep_ckpts=2))
-log_processor = dict(window_size=5)
-env_cfg = dict(mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0))
