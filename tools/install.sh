@@ -121,6 +121,9 @@ step "onedl-mmengine / onedl-mmdetection / onedl-mmrotate"
 "${PIP[@]}" install -q --no-build-isolation "onedl-mmengine==$MMENGINE_VERSION" \
     "onedl-mmdetection==$MMDET_VERSION" "onedl-mmrotate==$MMROTATE_VERSION"
 
+step "runtime requirements (besides torch and the mm* stack)"
+"${PIP[@]}" install -q -r <(grep -vE '^(torch|torchvision|onedl-)' "$REPO_ROOT/requirements/runtime.txt")
+
 step "test requirements"
 "${PIP[@]}" install -q -r "$REPO_ROOT/requirements/tests.txt"
 

@@ -297,3 +297,61 @@ def test_test_tool_show_dir_labels_predictions_with_tree_paths(tiny_synthetic, t
     preds = [t.rsplit(': ', 1)[0] for t in texts if ': ' in t]   # predictions carry a score
     assert preds and set(preds) <= set(tree_label_texts(TREE))
     assert any('\n' in t for t in preds)                          # a name over its tree path
+
+
+# ------------------------------------------------------------------------ t-SNE
+def test_level_silhouettes_match_a_hand_computed_cosine_silhouette():
+    tsne = load_tool('query_tsne')
+    tree = LabelTree.from_paths(['A', 'A/a1', 'A/a2', 'B', 'B/b1'])
+    emb = np.array([[1., 0.], [0.9, 0.1], [0.8, 0.3], [0., 1.], [0.1, 0.9]])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = np.array([1, 1, 2, 4, 3])  # a1, a1, a2, b1, B ("Other B")
+
+    def silhouette(x, g):
+        d = 1 - x @ x.T
+        s = []
+        for i in range(len(x)):
+            same = (g == g[i]) & (np.arange(len(x)) != i)
+            if not same.any():
+                s.append(0.0)
+                continue
+            a = d[i, same].mean()
+            b = min(d[i, g == h].mean() for h in set(g.tolist()) - {g[i]})
+            s.append((b - a) / max(a, b))
+        return float(np.mean(s))
+
+    out = tsne.level_silhouettes(emb, labels, tree)
+    assert out[0]['silhouette'] == pytest.approx(silhouette(emb, np.array([0, 0, 0, 3, 3])))
+    # level 1: the "Other B" object has no level-1 ancestor and is left out
+    keep = [0, 1, 2, 3]
+    assert out[1]['points'] == 4 and out[1]['groups'] == ['a1', 'a2', 'b1']
+    assert out[1]['silhouette'] == pytest.approx(
+        silhouette(emb[keep], np.array([1, 1, 2, 4])))
+
+
+@pytest.mark.slow
+def test_query_tsne_tool_writes_one_picture_per_level(tiny_synthetic, tmp_path):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmrotate.registry import MODELS
+    tsne = load_tool('query_tsne')
+    init_default_scope('mmrotate')
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(BHCL_SMOKE_CONFIG).model)
+    ckpt = tmp_path / 'bhcl.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+    out = tmp_path / 'tsne'
+    opts = data_options(tiny_synthetic)
+    opts[0] = f'train_dataloader.dataset.dataset.data_root={tiny_synthetic}'  # two-view wrapper
+    tsne.main([BHCL_SMOKE_CONFIG, str(ckpt), str(out), '--phase', 'val', '--cfg-options', *opts])
+    result = json.loads((out / 'tsne.json').read_text())
+    # every annotated object of the 4 validation images is matched by one query
+    cfg = Config.fromfile(BHCL_SMOKE_CONFIG)
+    cfg.merge_from_dict({o.split('=')[0]: o.split('=')[1] for o in opts})
+    dataset = tsne.deterministic_dataset(cfg, 'val')
+    num_objects = sum(len(dataset[i]['data_samples'].gt_instances) for i in range(len(dataset)))
+    assert result['points'] == num_objects > 3
+    assert sorted(result['levels']) == ['0', '1', '2']
+    assert result['levels']['0']['silhouette'] is not None
+    for level in range(3):
+        assert (out / f'tsne_level{level}.png').stat().st_size > 1000
