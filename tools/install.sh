@@ -17,6 +17,7 @@ MMCV_VERSION=2.3.6
 MMENGINE_VERSION=0.10.12
 MMDET_VERSION=3.5.1
 MMROTATE_VERSION=1.2.1
+MMPRETRAIN_VERSION=1.3.6
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE_DIR=${BHCL_CACHE_DIR:-$HOME/.cache/bhcl}
@@ -117,9 +118,10 @@ else
     mmcv_has_ops || fail "onedl-mmcv installed but its compiled ops do not load; re-run with --no-cache"
 fi
 
-step "onedl-mmengine / onedl-mmdetection / onedl-mmrotate"
+step "onedl-mmengine / onedl-mmdetection / onedl-mmrotate / onedl-mmpretrain"
 "${PIP[@]}" install -q --no-build-isolation "onedl-mmengine==$MMENGINE_VERSION" \
-    "onedl-mmdetection==$MMDET_VERSION" "onedl-mmrotate==$MMROTATE_VERSION"
+    "onedl-mmdetection==$MMDET_VERSION" "onedl-mmrotate==$MMROTATE_VERSION" \
+    "onedl-mmpretrain==$MMPRETRAIN_VERSION"
 
 step "runtime requirements (besides torch and the mm* stack)"
 "${PIP[@]}" install -q -r <(grep -vE '^(torch|torchvision|onedl-)' "$REPO_ROOT/requirements/runtime.txt")
