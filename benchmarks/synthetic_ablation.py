@@ -1,6 +1,7 @@
 """The paper's ablation on the calibrated synthetic long-tailed task, with seeds and intervals.
 
-Rows: baseline, + decoupling, + decoupling + HCL, + decoupling + BHCL (EMA
+Rows: baseline, + decoupling, + decoupling with two views of half as many
+images and no contrastive loss, + decoupling + HCL, + decoupling + BHCL (EMA
 prototype bank), the BHCL prototype variants (no bank, classifier weights,
 learnable), BHCL with the category-query classifier instead of the linear one,
 and mmrotate's rotated RetinaNet (ResNet-18 from scratch) as a reference for
@@ -18,9 +19,9 @@ tail groups are the most and least frequent third of the leaves in training.
 
 A run is about 14 minutes of one core (two runs at once on two cores; the
 two-core step alone is 0.61 s, about 9 minutes a run); the full ablation
-(9 rows x 3 seeds) takes about 3.3 hours on two cores. Finished runs are kept in ``--work-dir`` and
-skipped when the script is started again; ``--reuse`` takes them from an
-earlier ``results.json`` instead.
+(10 rows x 3 seeds) takes about 3.7 hours on two cores. Finished runs are
+kept in ``--work-dir`` and skipped when the script is started again;
+``--reuse`` takes them from an earlier ``results.json`` instead.
 
 Equal budget: every run makes the same number of iterations of 4 training
 crops (``--iters``). The single-view rows see 4 images per iteration; the
@@ -58,6 +59,9 @@ BHCL = 'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py'
 VARIANTS = {
     'baseline': (BASELINE, {}),
     '+decoupling': (DECOUPLED, {}),
+    # the two-view wrapper without the contrastive loss: separates the effect of
+    # sampling two views of half as many images from that of HCL / BHCL
+    '+decoupling, two views': (HCL, {'loss_hcl': None}),
     '+decoupling+HCL': (HCL, {}),
     '+decoupling+BHCL': (BHCL, {}),
     'BHCL, no prototype bank': (BHCL, {'loss_hcl.prototype_bank': None}),
