@@ -355,3 +355,60 @@ def test_query_tsne_tool_writes_one_picture_per_level(tiny_synthetic, tmp_path):
     assert result['levels']['0']['silhouette'] is not None
     for level in range(3):
         assert (out / f'tsne_level{level}.png').stat().st_size > 1000
+
+
+# ----------------------------------------------------------------- linear probe
+def test_probe_targets_mark_every_ancestor(tiny_synthetic):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmrotate.registry import DATASETS
+    probe = load_tool('linear_probe')
+    init_default_scope('mmrotate')
+    ds_cfg = Config.fromfile(SMOKE_CONFIG).val_dataloader.dataset
+    ds_cfg.data_root = tiny_synthetic
+    dataset = DATASETS.build(ds_cfg)
+    paths, targets = probe.image_targets(dataset, TREE)
+    assert len(paths) == len(dataset) == targets.shape[0]
+    for i in range(len(dataset)):
+        expected = set()
+        for inst in dataset.get_data_info(i)['instances']:
+            if not inst.get('ignore_flag', 0):
+                expected |= set(TREE.path_ids(inst['bbox_label']))
+        assert set(np.flatnonzero(targets[i]).tolist()) == expected
+
+
+def test_probe_metrics_on_a_hand_computed_case():
+    probe = load_tool('linear_probe')
+    tree = LabelTree.from_paths(['A', 'A/a1', 'B'])
+    target = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 1], [1, 1, 1]], dtype=np.float32)
+    prob = np.array([[.9, .8, .1], [.7, .6, .2], [.2, .1, .9], [.6, .3, .4]])
+    out = probe.probe_metrics(prob, target, tree)
+    # A: positives ranked 1, 2, 3 -> AP 1; a1: scores .8 (+), .6 (-), .3 (+) -> (1 + 2/3) / 2
+    # B: .9 (+), .4 (+) ranked 1 and 2 -> AP 1
+    assert out['per_node_AP'] == pytest.approx({'A': 1.0, 'a1': (1 + 2 / 3) / 2, 'B': 1.0})
+    assert out['lv0_mAP'] == pytest.approx(1.0) and out['lv1_mAP'] == pytest.approx(5 / 6)
+    # at 0.5: TP A 3, a1 2 (.8, .6 -> one FP), B 1 (.9; .4 missed); FP 1; FN 1 + 1
+    tp, fp, fn = 3 + 1 + 1, 1, 1 + 1
+    assert out['micro_F1'] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+
+
+def test_linear_probe_tool_compares_encoders(tiny_synthetic, tmp_path):
+    from mmengine.registry import init_default_scope
+    from mmrotate.registry import MODELS
+    probe = load_tool('linear_probe')
+    init_default_scope('mmrotate')
+    torch.manual_seed(1)
+    other = MODELS.build(dict(type='mmdet.ResNet', depth=18, out_indices=(3,)))
+    ckpt = tmp_path / 'detector_like.pth'
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in other.state_dict().items()}),
+               ckpt)
+    results = probe.main([SMOKE_CONFIG, str(tmp_path / 'probe'), '--encoder', 'random=none',
+                          '--encoder', f'other={ckpt}', '--epochs', '20',
+                          '--cfg-options', *data_options(tiny_synthetic)])
+    assert set(results) == {'random', 'other'}
+    for res in results.values():
+        assert 0 <= res['mAP'] <= 1 and 0 <= res['micro_F1'] <= 1
+    assert results['random']['per_node_AP'] != results['other']['per_node_AP']
+    saved = json.loads((tmp_path / 'probe' / 'linear_probe.json').read_text())
+    assert saved['results']['other']['weights'] == str(ckpt)
+    assert (tmp_path / 'probe' / 'linear_probe.md').read_text().count('\n| ') == 3
