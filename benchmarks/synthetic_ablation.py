@@ -232,6 +232,21 @@ VARIANTS_SLUG = {name: ''.join(c if c.isalnum() else '_' for c in name).strip('_
                  for name in VARIANTS}
 
 
+def finished_runs(args):
+    """Results of the finished runs in ``--work-dir`` with this invocation's settings."""
+    results = {}
+    for variant in args.variants:
+        for seed in args.seeds:
+            path = osp.join(args.work_dir, 'runs', f'{VARIANTS_SLUG[variant]}-seed{seed}',
+                            'result.json')
+            if osp.exists(path):
+                with open(path) as f:
+                    res = json.load(f)
+                if res.get('settings') == run_settings(args):
+                    results.setdefault(variant, {})[seed] = res
+    return results
+
+
 def run_all(args, data_root, groups, num_train):
     reuse = {}
     if args.reuse:
@@ -280,9 +295,9 @@ def table(results, args, meta, groups):
              f"{meta['settings']['img_size']} px), {args.iters} iterations x 4 crops, "
              f"lr {args.lr}, seeds {args.seeds}. Mean over seeds +- 95% t interval half-width "
              f'(sample sd in brackets).', '',
-             '| variant | ' + ' | '.join(c for _, c in COLUMNS) + ' | tail AP50 test-set SE |'
-             ' train s/run |',
-             '|---' * (len(COLUMNS) + 3) + '|']
+             '| variant | seeds | ' + ' | '.join(c for _, c in COLUMNS) +
+             ' | tail AP50 test-set SE | train s/run |',
+             '|---' * (len(COLUMNS) + 4) + '|']
     summary = {}
     for variant in args.variants:
         runs = results.get(variant, {})
@@ -298,7 +313,8 @@ def table(results, args, meta, groups):
         se = statistics.fmean(ses) if ses else float('nan')
         secs = statistics.fmean(r['train_s'] for r in runs.values())
         summary[variant].update(tail_AP50_test_se=se, train_s=secs, n=len(runs))
-        lines.append(f'| {variant} | ' + ' | '.join(row) + f' | {se:.3f} | {secs:.0f} |')
+        lines.append(f'| {variant} | {len(runs)} | ' + ' | '.join(row) +
+                     f' | {se:.3f} | {secs:.0f} |')
     lines += ['', f"head leaves: {', '.join(groups['head'])}; tail leaves: "
               f"{', '.join(groups['tail'])}"]
     return '\n'.join(lines), summary
@@ -343,6 +359,8 @@ def main(argv=None):
     parser.add_argument('--work-dir', default='work_dirs/synthetic_ablation')
     parser.add_argument('--out-dir', default=None, help='default: --work-dir')
     parser.add_argument('--rerun', action='store_true', help='ignore finished runs')
+    parser.add_argument('--report', action='store_true',
+                        help='summarise the finished runs only (launch nothing)')
     parser.add_argument('--reuse', default=None,
                         help='results.json of an earlier invocation: its runs with the same '
                         'settings are not run again (continue an ablation on another day)')
@@ -363,7 +381,8 @@ def main(argv=None):
     args.img_size = meta['settings']['img_size']
     print(f"tail leaves: {groups['tail']}; head leaves: {groups['head']}", flush=True)
     t0 = time.perf_counter()
-    results = run_all(args, data_root, groups, meta['settings']['num_train'])
+    results = (finished_runs(args) if args.report
+               else run_all(args, data_root, groups, meta['settings']['num_train']))
     text, summary = table(results, args, meta, groups)
     print(text)
     print(f'wall time {time.perf_counter() - t0:.0f} s for {sum(map(len, results.values()))} '
