@@ -188,7 +188,11 @@ class OrientedQueryDETR(BaseDetector):
         head = dict(feats=feats, queries=(xyzrt, content), main=main, aux=aux)
         classify = None
         if self.category_queries is not None:
-            emb, head['presence'], head['selected'] = self.category_queries(feats, gt_labels)
+            # image-independent category queries: computed once, shared by the image
+            # conditioning here and by HCL's classifier-weight bank in the loss
+            head['categories'] = self.category_queries.category_embeddings()
+            emb, head['presence'], head['selected'] = self.category_queries(
+                feats, gt_labels, categories=head['categories'])
 
             def classify(cls_branch, cls_feat):
                 return self.category_queries.logits(cls_branch(cls_feat), emb)
@@ -216,8 +220,9 @@ class OrientedQueryDETR(BaseDetector):
         gts = [self._gt_instances(s) for s in batch_data_samples]
         head, stages = self.forward_stages(batch_inputs, [gt.labels for gt in gts])
         losses = self.query_head.loss(head['main'], head['aux'], gts, metas)
-        cls_weight = None
+        cls_weight, class_emb = None, None
         if self.category_queries is not None:
+            class_emb = head['categories']
             cq = self.category_queries
             target = cq.presence_targets([gt.labels for gt in gts], len(gts),
                                          batch_inputs.device)
@@ -227,7 +232,7 @@ class OrientedQueryDETR(BaseDetector):
             cls_weight = head['selected'][:, None, :].expand(-1, n, -1).flatten(0, 1).float()
         for i, stage in enumerate(stages):
             losses.update({f's{i}.{k}': v for k, v in self.stage_loss(
-                i, stage, gts, metas, cls_weight).items()})
+                i, stage, gts, metas, cls_weight, class_emb).items()})
         return losses
 
     @staticmethod
@@ -255,9 +260,12 @@ class OrientedQueryDETR(BaseDetector):
         return torch.cat(pos_b), torch.cat(pos_q), torch.cat(pos_gt), labels.flatten()
 
     def stage_loss(self, stage_idx: int, stage: StageOutput, gts: List[InstanceData],
-                   metas: List[dict], cls_weight: Optional[Tensor] = None) -> Dict[str, Tensor]:
+                   metas: List[dict], cls_weight: Optional[Tensor] = None,
+                   class_emb: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """Losses of one stage; ``cls_weight`` (B * N, K) weighs the classification
-        loss per query and class (category-query selection)."""
+        loss per query and class (category-query selection); ``class_emb`` (K, C)
+        are the category queries, the classifier weights of HCL's classifier bank
+        when the category-query head replaces the linear classifier."""
         pos_b, pos_q, gt_pos, labels = self.match(stage, gts, metas)
         logits = stage.logits.flatten(0, 1)
         # the published code does not clamp: a batch without objects would divide by ~0
@@ -276,8 +284,7 @@ class OrientedQueryDETR(BaseDetector):
         else:  # no ground truth in the batch: zero losses that keep every parameter in the graph
             losses['loss_bbox'] = losses['loss_iou'] = stage.boxes.sum() * 0
         if self.loss_hcl is not None:
-            weight = (self.cls_branches[stage_idx][-1].weight if self.category_queries is None
-                      else self.category_queries.category_embeddings())
+            weight = self.cls_branches[stage_idx][-1].weight if class_emb is None else class_emb
             losses.update(self.loss_hcl[stage_idx](
                 stage.cls_feats[pos_b, pos_q], labels[flat_pos], classifier_weight=weight))
         return losses

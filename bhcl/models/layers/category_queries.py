@@ -140,20 +140,24 @@ class CategoryQueries(nn.Module):
         return self.query_norm(q)
 
     def forward(self, feat: Union[Tensor, Sequence[Tensor]],
-                gt_labels: Optional[Sequence[Tensor]] = None) -> Tuple[Tensor, Tensor, Tensor]:
+                gt_labels: Optional[Sequence[Tensor]] = None,
+                categories: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """Image features (B, C, H, W) (or the neck's levels: ``feat_level`` is
         taken) -> image-conditioned embeddings (B, K, C), presence logits (B, K)
         and the selection mask (B, K) bool.
 
         ``gt_labels`` (one tensor of node ids per image) is used when
-        ``keep_gt`` and the module is training.
+        ``keep_gt`` and the module is training; ``categories`` (K, C) is
+        :meth:`category_embeddings` when the caller already computed it.
         """
         if not isinstance(feat, Tensor):
             feat = feat[self.feat_level]
         b = feat.shape[0]
         tokens = feat.flatten(2).transpose(1, 2)  # (B, HW, C)
         tokens = torch.cat([tokens.mean(1, keepdim=True), tokens], dim=1)
-        cats = self.category_embeddings()[None].expand(b, -1, -1)
+        if categories is None:
+            categories = self.category_embeddings()
+        cats = categories[None].expand(b, -1, -1)
         emb = self.cross_norm(cats + self.cross_attn(cats, tokens, tokens,
                                                      need_weights=False)[0])
         presence = self.presence(emb).squeeze(-1)
