@@ -5,7 +5,9 @@ images and no contrastive loss, + decoupling + HCL, + decoupling + BHCL (EMA
 prototype bank), the BHCL prototype variants (no bank, classifier weights,
 learnable), BHCL with the category-query classifier instead of the linear one,
 and mmrotate's rotated RetinaNet (ResNet-18 from scratch) as a reference for
-where the detector stands against a standard one.
+where the detector stands against a standard one. One optional row, 'baseline,
+SimCLR backbone', fine-tunes the baseline from a SimCLR-pre-trained backbone
+(``--simclr-backbone FILE``, docs/results.md gives the whole sequence).
 
     python benchmarks/synthetic_ablation.py [--seeds 0 1 2] [--jobs 2]
         [--variants baseline ...] [--iters 800] [--lr 1e-3] [--work-dir DIR]
@@ -55,6 +57,7 @@ BASELINE = 'orientedformer_r18_1xb4-12e_synthetic.py'
 DECOUPLED = 'orientedformer-decoupled_r18_1xb4-12e_synthetic.py'
 HCL = 'hcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py'
 BHCL = 'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py'
+SIMCLR_PLACEHOLDER = '<--simclr-backbone>'
 # name -> (config, model overrides)
 VARIANTS = {
     'baseline': (BASELINE, {}),
@@ -72,7 +75,13 @@ VARIANTS = {
     'BHCL, category-query head': ('cq-bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py',
                                   {}),
     'rotated RetinaNet (reference)': ('rotated-retinanet_r18_fpn_1xb4-12e_synthetic.py', {}),
+    # the baseline fine-tuned from a SimCLR backbone (--simclr-backbone, the
+    # output of tools/model_converters/simclr_to_backbone.py): same budget as 'baseline'
+    'baseline, SimCLR backbone': (BASELINE, {'backbone.init_cfg': dict(
+        type='Pretrained', checkpoint=SIMCLR_PLACEHOLDER)}),
 }
+# rows not run unless asked for with --variants
+OPTIONAL = ('baseline, SimCLR backbone',)
 COLUMNS = [('leaf_mAP', 'leaf mAP'), ('leaf_AP50', 'leaf AP50'), ('lv0_AP50', 'lv0 AP50'),
            ('lv1_AP50', 'lv1 AP50'), ('lv2_AP50', 'lv2 AP50'), ('head_AP50', 'head AP50'),
            ('tail_AP50', 'tail AP50')]
@@ -120,13 +129,19 @@ def set_image_scale(cfg, img_size):
                 step.scale = (img_size, img_size)
 
 
+def uses_simclr(variant):
+    return any(SIMCLR_PLACEHOLDER in json.dumps(v) for v in VARIANTS[variant][1].values())
+
+
 def train_and_test(config, overrides, data_root, work_dir, seed, groups, iters, num_train,
-                   bootstrap, img_size, lr=None):
+                   bootstrap, img_size, lr=None, simclr_backbone=None):
     """Train ``config`` for ``iters`` iterations of 4 crops and evaluate; return metrics."""
     from mmengine.config import Config
     from mmengine.runner import Runner
     cfg = Config.fromfile(config)
     for key, value in overrides.items():
+        if SIMCLR_PLACEHOLDER in json.dumps(value):
+            value = json.loads(json.dumps(value).replace(SIMCLR_PLACEHOLDER, simclr_backbone))
         _set(cfg.model, key, value)
     loader = cfg.train_dataloader
     ds = loader.dataset.dataset if loader.dataset.type == 'MultiViewDataset' else loader.dataset
@@ -191,16 +206,21 @@ def run_one(args):
     result = train_and_test(osp.join(CFG_DIR, VARIANTS[args.variant][0]),
                             VARIANTS[args.variant][1], args.data_root, args.run_dir,
                             args.seed, json.loads(args.groups), args.iters, args.num_train,
-                            args.bootstrap, args.img_size, args.lr)
-    result['settings'] = run_settings(args)
+                            args.bootstrap, args.img_size, args.lr,
+                            osp.abspath(args.simclr_backbone) if args.simclr_backbone else None)
+    result['settings'] = run_settings(args, args.variant)
     with open(osp.join(args.run_dir, 'result.json'), 'w') as f:
         json.dump(result, f)
 
 
-def run_settings(args):
+def run_settings(args, variant):
     """What a finished run must share with this invocation to be reused
     (the bootstrap only adds a standard error, it changes no metric)."""
-    return dict(iters=args.iters, lr=args.lr)
+    settings = dict(iters=args.iters, lr=args.lr)
+    if uses_simclr(variant):  # the backbone file, by name and size
+        path = args.simclr_backbone
+        settings['simclr_backbone'] = (osp.basename(path), osp.getsize(path))
+    return settings
 
 
 def launch(variant, seed, data_root, groups, num_train, args, threads, reuse):
@@ -214,16 +234,17 @@ def launch(variant, seed, data_root, groups, num_train, args, threads, reuse):
     if osp.exists(done) and not args.rerun:
         with open(done) as f:
             settings = json.load(f).get('settings')
-        if settings == run_settings(args):
+        if settings == run_settings(args, variant):
             return None, run_dir
         print(f'[{variant} seed {seed}] finished run has settings {settings}, not '
-              f'{run_settings(args)}: running again', flush=True)
+              f'{run_settings(args, variant)}: running again', flush=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, osp.abspath(__file__), '--one', variant, '--seed', str(seed),
            '--data-root', data_root, '--run-dir', run_dir, '--groups', json.dumps(groups),
            '--iters', str(args.iters), '--num-train', str(num_train),
            '--bootstrap', str(args.bootstrap), '--img-size', str(args.img_size)] + (
-               ['--lr', str(args.lr)] if args.lr is not None else [])
+               ['--lr', str(args.lr)] if args.lr is not None else []) + (
+               ['--simclr-backbone', args.simclr_backbone] if args.simclr_backbone else [])
     log = open(osp.join(run_dir, 'stdout.log'), 'w')
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), run_dir
 
@@ -242,7 +263,7 @@ def finished_runs(args):
             if osp.exists(path):
                 with open(path) as f:
                     res = json.load(f)
-                if res.get('settings') == run_settings(args):
+                if res.get('settings') == run_settings(args, variant):
                     results.setdefault(variant, {})[seed] = res
     return results
 
@@ -345,7 +366,13 @@ def plot(summary, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument('--variants', nargs='+',
+                        default=[v for v in VARIANTS if v not in OPTIONAL],
+                        choices=list(VARIANTS),
+                        help=f'default: every row but {", ".join(map(repr, OPTIONAL))}')
+    parser.add_argument('--simclr-backbone', default=None,
+                        help="backbone weights for 'baseline, SimCLR backbone' (from "
+                             'tools/model_converters/simclr_to_backbone.py)')
     parser.add_argument('--iters', type=int, default=800,
                         help='training iterations of 4 crops per run (all rows)')
     parser.add_argument('--lr', type=float, default=1e-3,
@@ -374,6 +401,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.variant:
         return run_one(args)
+    needs = [v for v in args.variants if uses_simclr(v)]
+    if needs and not (args.simclr_backbone and osp.isfile(args.simclr_backbone)):
+        parser.error(f'{needs} need --simclr-backbone FILE (a backbone exported by '
+                     'tools/model_converters/simclr_to_backbone.py); got '
+                     f'{args.simclr_backbone!r}')
     os.makedirs(args.work_dir, exist_ok=True)
     out_dir = args.out_dir or args.work_dir
     os.makedirs(out_dir, exist_ok=True)
