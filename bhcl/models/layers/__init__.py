@@ -1,4 +1,5 @@
 from .category_queries import CategoryQueries
+from .mutual_enhancement import EmbeddingHead, MutualEnhancement
 from .oriented_sampling_attention import OrientedSamplingAttention
 from .query_decoder_layer import (BoxBiasedSelfAttention, DecoupledQueryDecoderLayer,
                                   QueryBranch, QueryDecoderLayer)
@@ -6,8 +7,9 @@ from .rbox_ops import (boxes_to_xyzrt, gaussian_position_encoding, gaussian_simi
                        norm_angle_le90, refine_xyzrt, regularize_le90, xyzrt_to_boxes)
 
 __all__ = [
-    'BoxBiasedSelfAttention', 'CategoryQueries', 'OrientedSamplingAttention', 'QueryBranch', 'QueryDecoderLayer',
-    'DecoupledQueryDecoderLayer', 'boxes_to_xyzrt', 'gaussian_position_encoding',
+    'BoxBiasedSelfAttention', 'CategoryQueries', 'DecoupledQueryDecoderLayer',
+    'EmbeddingHead', 'MutualEnhancement', 'OrientedSamplingAttention', 'QueryBranch',
+    'QueryDecoderLayer', 'boxes_to_xyzrt', 'gaussian_position_encoding',
     'gaussian_similarity', 'norm_angle_le90', 'refine_xyzrt', 'regularize_le90',
     'xyzrt_to_boxes'
 ]
