@@ -183,7 +183,12 @@ class OrientedQueryDETR(BaseDetector):
         their ``presence`` logits and ``selected`` (B, K) mask) and one
         :class:`StageOutput` per decoder stage. ``gt_labels`` (training) lets the
         category-query selection keep the annotated nodes."""
-        feats = self.extract_feat(batch_inputs)
+        return self.decode(self.extract_feat(batch_inputs), gt_labels)
+
+    def decode(self, feats: Sequence[Tensor], gt_labels: Optional[List[Tensor]] = None
+               ) -> Tuple[dict, List[StageOutput]]:
+        """Neck maps -> (head outputs, stages) of :meth:`forward_stages`."""
+        feats = tuple(feats)
         xyzrt, content, main, aux = self.query_head.select(self.query_head(feats))
         head = dict(feats=feats, queries=(xyzrt, content), main=main, aux=aux)
         classify = None
@@ -219,13 +224,18 @@ class OrientedQueryDETR(BaseDetector):
         metas = [s.metainfo for s in batch_data_samples]
         gts = [self._gt_instances(s) for s in batch_data_samples]
         head, stages = self.forward_stages(batch_inputs, [gt.labels for gt in gts])
+        return self.detection_losses(head, stages, gts, metas)
+
+    def detection_losses(self, head: dict, stages: List[StageOutput], gts: List[InstanceData],
+                         metas: List[dict]) -> Dict[str, Tensor]:
+        """The losses of :meth:`loss` from the outputs of :meth:`decode`."""
         losses = self.query_head.loss(head['main'], head['aux'], gts, metas)
         cls_weight, class_emb = None, None
         if self.category_queries is not None:
             class_emb = head['categories']
             cq = self.category_queries
             target = cq.presence_targets([gt.labels for gt in gts], len(gts),
-                                         batch_inputs.device)
+                                         head['presence'].device)
             losses['loss_presence'] = cq.loss_weight * cq.presence_loss(head['presence'], target)
             # categories outside an image's selection take no part in its queries' loss
             n = stages[0].logits.shape[1]
@@ -246,6 +256,14 @@ class OrientedQueryDETR(BaseDetector):
               metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Hungarian matching of one stage -> image and query index of every positive,
         its ground-truth box, and the (B * N,) labels (K for background)."""
+        pos_b, pos_q, pos_gt, labels = self.match_indices(stage, gts, metas)
+        boxes = torch.cat([gt.bboxes[pos_gt[pos_b == j]] for j, gt in enumerate(gts)])
+        return pos_b, pos_q, boxes, labels
+
+    def match_indices(self, stage: StageOutput, gts: List[InstanceData],
+                      metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """As :meth:`match`, with the index of each positive's ground truth in its
+        image instead of its box."""
         b, n, k = stage.logits.shape
         labels = stage.logits.new_full((b, n), k, dtype=torch.long)
         pos_b, pos_q, pos_gt = [], [], []
@@ -256,7 +274,7 @@ class OrientedQueryDETR(BaseDetector):
             labels[j, q] = gt.labels[inds[q] - 1]
             pos_b.append(torch.full_like(q, j))
             pos_q.append(q)
-            pos_gt.append(gt.bboxes[inds[q] - 1])
+            pos_gt.append(inds[q] - 1)
         return torch.cat(pos_b), torch.cat(pos_q), torch.cat(pos_gt), labels.flatten()
 
     def stage_loss(self, stage_idx: int, stage: StageOutput, gts: List[InstanceData],
