@@ -1,0 +1,56 @@
+"""The three command-line tools, end to end on a folder of three images."""
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO_ROOT
+
+from .helpers import write_image_folder
+
+sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'pretraining'))
+
+
+def test_pseudo_label_tools_end_to_end(tmp_path):
+    import cluster_embeddings
+    import extract_embeddings
+    import generate_proposals
+    img_dir = tmp_path / 'images'
+    img_dir.mkdir()
+    write_image_folder(img_dir, num=3)
+    props, emb, labels = (str(tmp_path / n) for n in ('proposals', 'emb', 'labels'))
+
+    stats = generate_proposals.main([str(img_dir), props, '--max-num', '10'])
+    assert stats['images'] == 3 and 12 <= stats['boxes'] <= 30
+
+    torch.manual_seed(0)
+    stats = extract_embeddings.main([str(img_dir), props, emb, '--depth', '18', '--checkpoint',
+                                     'none', '--out-size', '32', '--batch-size', '8'])
+    assert stats['images'] == 3 and stats['boxes'] > 0
+    first_emb = torch.load(osp.join(emb, 'img_0.pth'))['embeddings']
+    assert first_emb.shape[1] == 512
+    # the same backbone from a config file gives the same embeddings
+    cfg = tmp_path / 'r18.py'
+    cfg.write_text("backbone = dict(type='mmdet.ResNet', depth=18, out_indices=(3,), "
+                   "init_cfg=None)\n")
+    torch.manual_seed(0)
+    extract_embeddings.main([str(img_dir), props, str(tmp_path / 'emb_cfg'), '--backbone-config',
+                             str(cfg), '--out-size', '32', '--half'])
+    torch.testing.assert_close(torch.load(tmp_path / 'emb_cfg' / 'img_0.pth')['embeddings'],
+                               first_emb.half(), atol=1e-2, rtol=1e-2)
+
+    model = str(tmp_path / 'clusters.pth')
+    argv = [emb, labels, '--model', model, '--dim', '8', '--num-clusters', '4']
+    stats = cluster_embeddings.main(argv + ['--fit'])
+    assert stats['images'] == 3 and 1 <= stats['clusters_used'] <= 4
+    first = torch.load(osp.join(labels, 'img_1.pth'))
+    assert first['labels'].shape == (len(first['boxes']),)
+    assert first['embeddings'].shape == (len(first['boxes']), 8)
+
+    again = str(tmp_path / 'labels_again')
+    cluster_embeddings.main([emb, again, '--model', model])   # reuse the saved clusters
+    torch.testing.assert_close(torch.load(osp.join(again, 'img_1.pth'))['labels'],
+                               first['labels'])
+    with pytest.raises(FileExistsError, match='--overwrite'):
+        cluster_embeddings.main(argv + ['--fit'])
