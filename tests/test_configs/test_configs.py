@@ -21,7 +21,7 @@ def test_config_loads(path):
     cfg = Config.fromfile(path)
     assert 'work_dir' not in cfg, 'configs must not set work_dir'
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        if key in cfg:
+        if cfg.get(key) is not None:  # None: no such loop (e.g. pre-training)
             root = cfg[key].dataset.get('data_root', '') or ''
             assert not osp.isabs(root), f'{key}: absolute data_root {root!r}'
 

@@ -167,6 +167,18 @@ class OrientedQueryDETR(BaseDetector):
             nn.init.zeros_(reg_branch[-1].weight)
             nn.init.zeros_(reg_branch[-1].bias)
 
+    def class_dependent_keys(self) -> List[str]:
+        """State-dict keys of the layers whose shape follows the number of classes
+        (the linear classifiers of the stages, the query head's class maps): what a
+        checkpoint of another label set (pre-training, another dataset) cannot give."""
+        keys = [f'query_head.{n}' for n, _ in self.query_head.named_parameters()
+                if '.conv_cls.' in f'.{n}']
+        if self.category_queries is None:
+            for i, branch in enumerate(self.cls_branches):
+                keys += [f'cls_branches.{i}.{len(branch) - 1}.{n}'
+                         for n, _ in branch[-1].named_parameters()]
+        return keys
+
     def set_epoch(self, epoch: int) -> None:
         """Pass the 0-based epoch on to the contrastive losses (mmdet ``SetEpochInfoHook``)."""
         for loss in self.loss_hcl or ():

@@ -1,0 +1,187 @@
+"""MutDet-style detection pre-training of the oriented query detector.
+
+Pre-training runs on unlabelled images with pseudo-labels (class-agnostic
+rotated proposals, their k-means pseudo-classes and object embeddings; see
+``bhcl.pretraining`` and docs/pretraining.md). Per batch:
+
+1. plain pass: backbone (frozen) -> neck -> query head -> decoder, exactly the
+   fine-tuning forward, with the full detection losses on the pseudo-classes;
+2. mutual enhancement: the object embeddings (projected to the model width)
+   and the neck tokens of every level (flattened, concatenated, projected)
+   update each other (:class:`~bhcl.models.layers.MutualEnhancement`);
+3. enhanced pass: the same query head, decoder and prediction heads on the
+   enhanced tokens reshaped back into maps, with the same losses (``enh.*``);
+4. contrastive alignment: symmetric InfoNCE between the embedding predicted
+   from each Hungarian-matched query of the last decoder stage (both passes;
+   the classification stream when queries are decoupled) and the enhanced
+   embedding of its pseudo-object (``loss_align``, ``enh.loss_align``), and
+   between the enhanced tokens at the query head's distinct candidates,
+   matched one-to-one, and their pseudo-objects (``enh.loss_align_token``).
+
+The OrientedFormer detector has no transformer encoder: the neck's maps play
+the part of MutDet's encoder tokens, and the query head's per-location
+candidates that of its encoder proposals.
+"""
+import copy
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from mmdet.models.layers.transformer import inverse_sigmoid
+from mmdet.structures import SampleList
+from mmengine.structures import InstanceData
+from mmrotate.registry import MODELS
+from torch import Tensor, nn
+
+from .oriented_query_detr import OrientedQueryDETR, StageOutput
+
+PRETRAIN_ONLY_PREFIXES = ('object_proj.', 'token_proj.', 'enhancement.', 'query_embed_head.',
+                          'token_embed_head.', 'loss_align.')
+
+
+@MODELS.register_module()
+class MutDetPretrainer(OrientedQueryDETR):
+    """:class:`OrientedQueryDETR` with MutDet's pre-training head.
+
+    Args (besides those of :class:`OrientedQueryDETR`, whose ``label_tree`` is
+    the flat tree of pseudo-classes, ``bhcl.datasets.pseudo_label_tree(k)``):
+        object_channels: dimension D of the pseudo-objects' embeddings.
+        enhancement: :class:`MutualEnhancement` config (``embed_dims`` filled in).
+        query_embed_head: embedding head on matched decoder queries (C-256-C).
+        token_embed_head: embedding head on matched neck tokens (C-1024-C); both
+            output the model width C, that of the enhanced objects they align with.
+        loss_align: :class:`ContrastiveAlignmentLoss` config.
+        freeze_backbone: keep the backbone's weights and BatchNorm statistics
+            fixed (MutDet pre-trains everything after the backbone).
+    """
+
+    def __init__(self,
+                 *args,
+                 object_channels: int = 256,
+                 enhancement: dict = dict(type='MutualEnhancement', num_blocks=3, num_heads=8,
+                                          ffn_channels=2048),
+                 query_embed_head: dict = dict(type='EmbeddingHead', hidden_channels=256),
+                 token_embed_head: dict = dict(type='EmbeddingHead', hidden_channels=1024),
+                 loss_align: dict = dict(type='ContrastiveAlignmentLoss', temperature=0.2,
+                                         loss_weight=0.2),
+                 freeze_backbone: bool = True,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.category_queries is not None or self.loss_hcl is not None:
+            raise ValueError('MutDetPretrainer: pre-training uses the linear classifier on '
+                             'pseudo-classes; remove classifier= and loss_hcl= from the '
+                             'pre-training config (the fine-tuning config keeps them)')
+        c = self.layers[0].embed_dims
+        self.object_proj = nn.Linear(object_channels, c)
+        self.token_proj = nn.Linear(c, c)
+        self.enhancement = MODELS.build(copy.deepcopy(enhancement),
+                                        default_args=dict(embed_dims=c))
+        for name, cfg in (('query_embed_head', query_embed_head),
+                          ('token_embed_head', token_embed_head)):
+            if cfg.get('out_channels', c) != c:
+                raise ValueError(f'MutDetPretrainer: {name}.out_channels must be the model '
+                                 f'width {c} (it is aligned with the enhanced objects)')
+            setattr(self, name, MODELS.build(copy.deepcopy(cfg), default_args=dict(
+                in_channels=c, out_channels=c)))
+        self.loss_align = MODELS.build(copy.deepcopy(loss_align))
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> 'MutDetPretrainer':
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    # ------------------------------------------------------------- helpers
+    @staticmethod
+    def pad_objects(embeddings: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
+        """Per-image (N_i, D) embeddings -> (B, N, D) zero-padded and the (B, N)
+        padding mask (True = padding)."""
+        n = max((len(e) for e in embeddings), default=0)
+        out = embeddings[0].new_zeros((len(embeddings), n, embeddings[0].shape[-1]))
+        mask = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
+        for i, e in enumerate(embeddings):
+            out[i, :len(e)] = e
+            mask[i, :len(e)] = False
+        return out, mask
+
+    def enhance(self, feats: Sequence[Tensor], objects: Tensor,
+                obj_mask: Tensor) -> Tuple[List[Tensor], Tensor, Tensor]:
+        """Neck maps and (B, N, D) object embeddings -> enhanced maps (same shapes),
+        enhanced objects (B, N, C) and the enhanced tokens (B, T, C), numbered
+        level by level, row-major (the query head's location ids)."""
+        shapes = [f.shape[-2:] for f in feats]
+        tokens = torch.cat([f.flatten(2) for f in feats], dim=2).transpose(1, 2)
+        obj, tok = self.enhancement(self.object_proj(objects), self.token_proj(tokens),
+                                    obj_mask)
+        maps, start = [], 0
+        for h, w in shapes:
+            maps.append(tok[:, start:start + h * w].transpose(1, 2).reshape(
+                tok.shape[0], -1, h, w))
+            start += h * w
+        return maps, obj, tok
+
+    def query_alignment(self, stage: StageOutput, objects: Tensor, gts: List[InstanceData],
+                        metas: List[dict]) -> Tensor:
+        """InfoNCE between the matched queries' predicted embeddings and their objects."""
+        pos_b, pos_q, pos_gt, _ = self.match_indices(stage, gts, metas)
+        pred = self.query_embed_head(stage.cls_feats[pos_b, pos_q])
+        return self.loss_align(pred, objects[pos_b, pos_gt])
+
+    def token_alignment(self, head: dict, tokens: Tensor, objects: Tensor,
+                        gts: List[InstanceData], metas: List[dict]) -> Tensor:
+        """InfoNCE between the enhanced tokens at the query head's distinct candidates,
+        matched one-to-one to the pseudo-objects, and those objects."""
+        preds, targets = [], []
+        for j, (scores, boxes, ids) in enumerate(head['main']):
+            if len(boxes) == 0 or len(gts[j]) == 0:
+                continue
+            cand = InstanceData(scores=inverse_sigmoid(scores.detach()), bboxes=boxes.detach())
+            inds = self.assigner.assign(cand, gts[j], metas[j]).gt_inds
+            pos = (inds > 0).nonzero().squeeze(1)
+            preds.append(tokens[j, ids[pos]])
+            targets.append(objects[j, inds[pos] - 1])
+        if not preds:  # nothing matched: a zero that keeps the heads in the graph
+            return self.loss_align(self.token_embed_head(tokens[:1, :0]).flatten(0, 1),
+                                   objects[:1, :0].flatten(0, 1))
+        return self.loss_align(self.token_embed_head(torch.cat(preds)), torch.cat(targets))
+
+    # ---------------------------------------------------------------- loss
+    def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        """The detection losses of both passes (plain: as fine-tuning; ``enh.*``)
+        and the alignment losses ``loss_align``, ``enh.loss_align`` and
+        ``enh.loss_align_token``."""
+        metas = [s.metainfo for s in batch_data_samples]
+        gts = [self._gt_instances(s) for s in batch_data_samples]
+        embeddings = []
+        for s, gt in zip(batch_data_samples, gts):
+            emb = s.gt_instances.get('embeddings')
+            if emb is None or len(emb) != len(gt):
+                raise ValueError(
+                    f"{s.metainfo.get('img_path')}: MutDetPretrainer needs one object "
+                    f'embedding per pseudo-box (gt_instances.embeddings); got '
+                    f'{None if emb is None else len(emb)} for {len(gt)} boxes. Use '
+                    'LoadPseudoLabels and PackPseudoLabelInputs in the pipeline.')
+            embeddings.append(emb.to(batch_inputs.device, torch.float32))
+        labels = [gt.labels for gt in gts]
+        feats = self.extract_feat(batch_inputs)
+        head, stages = self.decode(feats, labels)
+        losses = self.detection_losses(head, stages, gts, metas)
+
+        objects, obj_mask = self.pad_objects(embeddings)
+        enh_maps, enh_obj, enh_tokens = self.enhance(feats, objects, obj_mask)
+        enh_head, enh_stages = self.decode(enh_maps, labels)
+        losses.update({f'enh.{k}': v for k, v in
+                       self.detection_losses(enh_head, enh_stages, gts, metas).items()})
+        losses['loss_align'] = self.query_alignment(stages[-1], enh_obj, gts, metas)
+        losses['enh.loss_align'] = self.query_alignment(enh_stages[-1], enh_obj, gts, metas)
+        losses['enh.loss_align_token'] = self.token_alignment(enh_head, enh_tokens, enh_obj,
+                                                              gts, metas)
+        return losses
+
+
+def pretrain_only_keys(state_dict: Dict[str, Tensor]) -> List[str]:
+    """Keys of a :class:`MutDetPretrainer` state dict that fine-tuning has no use for."""
+    return [k for k in state_dict if k.startswith(PRETRAIN_ONLY_PREFIXES)]
+

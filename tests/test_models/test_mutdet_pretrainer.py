@@ -1,0 +1,164 @@
+"""MutDetPretrainer on the synthetic pre-training config: every loss key, gradients,
+the frozen backbone, images without pseudo-objects, and the plain pass equal to the
+fine-tuning model's forward; the converter's output loads into the fine-tuning model."""
+import copy
+import os.path as osp
+
+import pytest
+import torch
+from mmdet.structures import DetDataSample
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+from mmrotate.registry import MODELS
+from mmrotate.structures.bbox import RotatedBoxes
+
+import bhcl  # noqa: F401
+from bhcl.models.detectors import pretrain_only_keys
+from tests.conftest import CONFIG_DIR
+
+PRETRAIN = osp.join(CONFIG_DIR, 'mutdet', 'mutdet-pretrain_orientedformer-r18_1xb4-12e_synthetic.py')
+FINETUNE = osp.join(CONFIG_DIR, 'mutdet',
+                    'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic_mutdet-init.py')
+PLAIN = osp.join(CONFIG_DIR, 'synthetic', 'orientedformer-decoupled_r18_1xb4-12e_synthetic.py')
+K = 16
+
+
+def build(path=PRETRAIN, seed=0, **overrides):
+    init_default_scope('mmrotate')
+    cfg = Config.fromfile(path).model
+    for key, value in overrides.items():
+        cfg[key] = value
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def batch(counts=(3, 2), size=128, dim=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.randn(len(counts), 3, size, size, generator=g)
+    boxes = torch.tensor([[30., 30., 24., 10., 0.2], [80., 90., 40., 14., -0.5],
+                          [96., 32., 18., 12., 1.0]])
+    samples = []
+    for n in counts:
+        s = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                        scale_factor=(1., 1.), batch_input_shape=(size, size)))
+        s.gt_instances = InstanceData(
+            bboxes=RotatedBoxes(boxes[:n].clone()),
+            labels=torch.randint(0, K, (n, ), generator=g),
+            embeddings=torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=1))
+        samples.append(s)
+    return imgs, samples
+
+
+def total(losses):
+    return sum(v for k, v in losses.items() if 'loss' in k)
+
+
+def test_every_loss_key_finite_and_every_trainable_parameter_gets_a_gradient():
+    model = build()
+    model.train()
+    imgs, samples = batch()
+    losses = model.loss(imgs, samples)
+    plain = {'dense.loss_cls', 'dense.loss_iou', 'dense_aux.loss_cls', 'dense_aux.loss_iou'}
+    plain |= {f's{i}.{k}' for i in range(2) for k in ('loss_cls', 'loss_bbox', 'loss_iou',
+                                                      'pos_acc')}
+    expected = plain | {f'enh.{k}' for k in plain} | {
+        'loss_align', 'enh.loss_align', 'enh.loss_align_token'}
+    assert set(losses) == expected
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses['loss_align'] > 0 and losses['enh.loss_align_token'] > 0
+    total(losses).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    for name in ('enhancement', 'object_proj', 'token_proj', 'query_embed_head',
+                 'token_embed_head'):
+        grads = [p.grad.abs().sum() for p in getattr(model, name).parameters()]
+        assert sum(grads) > 0, name
+
+
+def test_frozen_backbone_is_unchanged_by_a_training_step():
+    model = build(freeze_backbone=True)
+    model.train()
+    assert not model.backbone.training  # BatchNorm statistics stay fixed too
+    before = copy.deepcopy(model.backbone.state_dict())
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    imgs, samples = batch()
+    total(model.loss(imgs, samples)).backward()
+    opt.step()
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # the rest of the model did move
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.neck.parameters())
+
+
+@pytest.mark.parametrize('counts', [(3, 0), (0, 0), (1, 1)])
+def test_images_with_no_or_one_pseudo_object(counts):
+    model = build()
+    model.train()
+    imgs, samples = batch(counts)
+    losses = model.loss(imgs, samples)
+    assert all(torch.isfinite(v) for v in losses.values())
+    total(losses).backward()
+    if counts == (0, 0):
+        assert losses['loss_align'] == 0 and losses['enh.loss_align_token'] == 0
+
+
+def test_missing_embeddings_are_a_clear_error():
+    model = build()
+    imgs, samples = batch()
+    del samples[0].gt_instances.embeddings
+    with pytest.raises(ValueError, match='PackPseudoLabelInputs'):
+        model.loss(imgs, samples)
+
+
+def test_plain_pass_equals_the_fine_tuning_forward_with_the_same_weights():
+    pre = build().eval()
+    # the fine-tuning architecture, on the pseudo-class tree (same class count)
+    fine = build(PLAIN, seed=1, label_tree=pre.label_tree).eval()
+    missing, unexpected = fine.load_state_dict(pre.state_dict(), strict=False)
+    assert missing == []
+    assert sorted(unexpected) == sorted(pretrain_only_keys(pre.state_dict()))
+    imgs, _ = batch()
+    with torch.no_grad():
+        _, stages_pre = pre.forward_stages(imgs)
+        _, stages_fine = fine.forward_stages(imgs)
+    for a, b in zip(stages_pre, stages_fine):
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.boxes, b.boxes)
+
+
+def test_converter_output_loads_with_exactly_the_expected_missing_keys(tmp_path):
+    from mmengine.runner import load_checkpoint
+
+    from tools.model_converters import mutdet_to_finetune as conv
+    pre = build()
+    ckpt = tmp_path / 'pre.pth'
+    torch.save(dict(state_dict=pre.state_dict(),
+                    meta=dict(cfg=Config.fromfile(PRETRAIN).pretty_text)), ckpt)
+    out = tmp_path / 'init.pth'
+    report = conv.main([str(ckpt), FINETUNE, str(out)])
+    fine = build(FINETUNE, seed=3)
+    fine_state = fine.state_dict()
+    hcl_keys = {k for k in fine_state if k.startswith('loss_hcl.')}
+    expected_missing = set(fine.class_dependent_keys()) | hcl_keys
+    assert set(report['missing']) == expected_missing
+    assert set(report['dropped_pretrain_only']) == set(pretrain_only_keys(pre.state_dict()))
+    assert set(report['dropped_class_dependent']) == set(pre.class_dependent_keys())
+    load_checkpoint(fine, str(out), map_location='cpu', strict=False)
+    loaded = fine.state_dict()
+    inherited = [k for k in loaded if k not in expected_missing]
+    assert inherited
+    pre_state = pre.state_dict()
+    assert all(torch.equal(loaded[k], pre_state[k]) for k in inherited)
+
+
+def test_converter_refuses_a_different_decoder_depth(tmp_path):
+    from tools.model_converters import mutdet_to_finetune as conv
+    cfg = Config.fromfile(PRETRAIN)
+    cfg.model.decoder.num_layers = 3
+    ckpt = tmp_path / 'pre.pth'
+    torch.save(dict(state_dict={}, meta=dict(cfg=cfg.pretty_text)), ckpt)
+    with pytest.raises(ValueError, match='decoder.num_layers: 3'):
+        conv.main([str(ckpt), FINETUNE, str(tmp_path / 'x.pth')])
