@@ -162,3 +162,20 @@ def test_converter_refuses_a_different_decoder_depth(tmp_path):
     torch.save(dict(state_dict={}, meta=dict(cfg=cfg.pretty_text)), ckpt)
     with pytest.raises(ValueError, match='decoder.num_layers: 3'):
         conv.main([str(ckpt), FINETUNE, str(tmp_path / 'x.pth')])
+
+
+@pytest.mark.parametrize('finetune', [
+    'bhcl-decoupled_orientedformer-r50_4xb2-72e_shiprs_mutdet-init.py',
+    'bhcl-decoupled_orientedformer-r50_4xb2-12e_fair1m-v1_mutdet-init.py',
+    'bhcl-decoupled_orientedformer-r50_4xb2-12e_fair1m-v2_mutdet-init.py'])
+@pytest.mark.parametrize('pretrain', [
+    'mutdet-pretrain_orientedformer-decoupled-r50_4xb2-12e_dota-v1.0.py',
+    'mutdet-pretrain_orientedformer-decoupled-r50_4xb2-12e_shiprs.py',
+    'mutdet-pretrain_orientedformer-decoupled-r50_4xb2-12e_fair1m.py'])
+def test_paper_pretraining_configs_match_their_fine_tuning_models(pretrain, finetune):
+    from tools.model_converters import mutdet_to_finetune as conv
+    pre = Config.fromfile(osp.join(CONFIG_DIR, 'mutdet', pretrain))
+    fine = Config.fromfile(osp.join(CONFIG_DIR, 'mutdet', finetune))
+    conv.check_architecture(pre.model, fine.model, pretrain, finetune)
+    assert fine.load_from and pre.model.freeze_backbone
+    assert len(pre.model.label_tree['paths']) == pre.train_dataloader.dataset.num_classes
