@@ -49,3 +49,20 @@ def test_summary_is_mean_sample_sd_and_student_t_interval():
     assert mean == pytest.approx(0.2)
     assert sd == pytest.approx(0.1)
     assert half == pytest.approx(4.303 * 0.1 / 3 ** 0.5)
+
+
+def test_simclr_row_needs_its_backbone_file_and_keys_reuse_on_it(tmp_path, capsys):
+    abl = _ablation()
+    row = '+decoupling, SimCLR backbone'
+    assert abl.uses_simclr(row) and not abl.uses_simclr('+decoupling')
+    with pytest.raises(SystemExit):
+        abl.main(['--variants', row, '--work-dir', str(tmp_path)])
+    assert '--simclr-backbone' in capsys.readouterr().err
+    backbone = tmp_path / 'r18.pth'
+    backbone.write_bytes(b'0' * 10)
+
+    class Args:
+        iters, lr, simclr_backbone = 800, 1e-3, str(backbone)
+    assert abl.run_settings(Args, row) == dict(iters=800, lr=1e-3,
+                                               simclr_backbone=('r18.pth', 10))
+    assert abl.run_settings(Args, '+decoupling') == dict(iters=800, lr=1e-3)
