@@ -7,7 +7,11 @@ learnable), BHCL with the category-query classifier instead of the linear one,
 and mmrotate's rotated RetinaNet (ResNet-18 from scratch) as a reference for
 where the detector stands against a standard one. One optional row, '+decoupling,
 SimCLR backbone', fine-tunes that model from a SimCLR-pre-trained backbone
-(``--simclr-backbone FILE``, docs/results.md gives the whole sequence).
+(``--simclr-backbone FILE``, docs/results.md gives the whole sequence), and
+three the MutDet pre-training experiment: '+decoupling, 10% labels' (the first
+10% of the training images, same iterations), '+decoupling, MutDet init' and
+'+decoupling, MutDet init, 10% labels' (``--mutdet-init FILE``, a converted
+pre-training checkpoint; docs/pretraining.md).
 
     python benchmarks/synthetic_ablation.py [--seeds 0 1 2] [--jobs 2]
         [--variants baseline ...] [--iters 800] [--lr 1e-3] [--work-dir DIR]
@@ -58,7 +62,10 @@ DECOUPLED = 'orientedformer-decoupled_r18_1xb4-12e_synthetic.py'
 HCL = 'hcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py'
 BHCL = 'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py'
 SIMCLR_PLACEHOLDER = '<--simclr-backbone>'
-# name -> (config, model overrides)
+MUTDET_PLACEHOLDER = '<--mutdet-init>'
+# placeholder in a row's settings -> the command-line option (argparse dest) giving the file
+FILE_OPTIONS = {SIMCLR_PLACEHOLDER: 'simclr_backbone', MUTDET_PLACEHOLDER: 'mutdet_init'}
+# name -> (config, model overrides[, run options: 'load_from', 'train_fraction'])
 VARIANTS = {
     'baseline': (BASELINE, {}),
     '+decoupling': (DECOUPLED, {}),
@@ -79,9 +86,16 @@ VARIANTS = {
     # output of tools/model_converters/simclr_to_backbone.py): same budget
     '+decoupling, SimCLR backbone': (DECOUPLED, {'backbone.init_cfg': dict(
         type='Pretrained', checkpoint=SIMCLR_PLACEHOLDER)}),
+    # MutDet pre-training (docs/pretraining.md) against training from scratch, with all
+    # and with 10% of the labelled training images, at the same fine-tuning budget
+    '+decoupling, MutDet init': (DECOUPLED, {}, dict(load_from=MUTDET_PLACEHOLDER)),
+    '+decoupling, 10% labels': (DECOUPLED, {}, dict(train_fraction=0.1)),
+    '+decoupling, MutDet init, 10% labels': (
+        DECOUPLED, {}, dict(load_from=MUTDET_PLACEHOLDER, train_fraction=0.1)),
 }
 # rows not run unless asked for with --variants
-OPTIONAL = ('+decoupling, SimCLR backbone',)
+OPTIONAL = ('+decoupling, SimCLR backbone', '+decoupling, MutDet init',
+            '+decoupling, 10% labels', '+decoupling, MutDet init, 10% labels')
 COLUMNS = [('leaf_mAP', 'leaf mAP'), ('leaf_AP50', 'leaf AP50'), ('lv0_AP50', 'lv0 AP50'),
            ('lv1_AP50', 'lv1 AP50'), ('lv2_AP50', 'lv2 AP50'), ('head_AP50', 'head AP50'),
            ('tail_AP50', 'tail AP50')]
@@ -129,24 +143,64 @@ def set_image_scale(cfg, img_size):
                 step.scale = (img_size, img_size)
 
 
+def row(variant):
+    """(config, model overrides, run options) of a row."""
+    config, overrides, *options = VARIANTS[variant]
+    return config, overrides, (options[0] if options else {})
+
+
+def files_used(variant):
+    """Argparse names of the file options a row needs (``simclr_backbone`` ...)."""
+    text = json.dumps(row(variant)[1:])
+    return [dest for ph, dest in FILE_OPTIONS.items() if ph in text]
+
+
 def uses_simclr(variant):
-    return any(SIMCLR_PLACEHOLDER in json.dumps(v) for v in VARIANTS[variant][1].values())
+    return 'simclr_backbone' in files_used(variant)
+
+
+def _fill(value, files):
+    """``value`` with every placeholder replaced by its file."""
+    text = json.dumps(value)
+    for ph, dest in FILE_OPTIONS.items():
+        if ph in text:
+            text = text.replace(ph, files[dest])
+    return json.loads(text)
 
 
 def train_and_test(config, overrides, data_root, work_dir, seed, groups, iters, num_train,
-                   bootstrap, img_size, lr=None, simclr_backbone=None):
+                   bootstrap, img_size, lr=None, files=None, options=None):
     """Train ``config`` for ``iters`` iterations of 4 crops and evaluate; return metrics."""
-    from mmengine.config import Config
     from mmengine.runner import Runner
+    cfg, done_iters = prepare_config(config, overrides, data_root, work_dir, seed, groups,
+                                     iters, num_train, bootstrap, img_size, lr, files, options)
+    runner = Runner.from_cfg(cfg)
+    t0 = time.perf_counter()
+    runner.train()
+    train_s = time.perf_counter() - t0
+    metrics = runner.test()
+    return dict(metrics={k.split('/')[-1]: v for k, v in metrics.items()},
+                train_s=train_s, total_s=time.perf_counter() - t0,
+                epochs=cfg.train_cfg.max_epochs, iters=done_iters)
+
+
+def prepare_config(config, overrides, data_root, work_dir, seed, groups, iters, num_train,
+                   bootstrap, img_size, lr=None, files=None, options=None):
+    """The run's config (overrides, data, schedule, seed) and its iteration count."""
+    from mmengine.config import Config
     cfg = Config.fromfile(config)
     for key, value in overrides.items():
-        if SIMCLR_PLACEHOLDER in json.dumps(value):
-            value = json.loads(json.dumps(value).replace(SIMCLR_PLACEHOLDER, simclr_backbone))
-        _set(cfg.model, key, value)
+        _set(cfg.model, key, _fill(value, files or {}))
+    options = _fill(options or {}, files or {})
+    if options.get('load_from'):
+        cfg.load_from = options['load_from']
     loader = cfg.train_dataloader
     ds = loader.dataset.dataset if loader.dataset.type == 'MultiViewDataset' else loader.dataset
     views = loader.dataset.get('num_views', 1)
     ds.data_root = cfg.test_dataloader.dataset.data_root = data_root
+    if options.get('train_fraction'):  # the first images of the (shuffled) training set
+        num_train = max(1, round(num_train * options['train_fraction']))
+        ds.indices = num_train
     set_image_scale(cfg, img_size)
     crops = loader.batch_size * views
     if crops != 4:
@@ -163,14 +217,7 @@ def train_and_test(config, overrides, data_root, work_dir, seed, groups, iters, 
     cfg.default_hooks.logger.interval = 50
     cfg.visualizer.name = f'ablation-{os.getpid()}'
     cfg.work_dir = work_dir
-    runner = Runner.from_cfg(cfg)
-    t0 = time.perf_counter()
-    runner.train()
-    train_s = time.perf_counter() - t0
-    metrics = runner.test()
-    return dict(metrics={k.split('/')[-1]: v for k, v in metrics.items()},
-                train_s=train_s, total_s=time.perf_counter() - t0,
-                epochs=cfg.train_cfg.max_epochs, iters=done_iters)
+    return cfg, done_iters
 
 
 def scale_schedule(cfg, iters, num_train):
@@ -203,11 +250,12 @@ def scale_schedule(cfg, iters, num_train):
 
 
 def run_one(args):
-    result = train_and_test(osp.join(CFG_DIR, VARIANTS[args.variant][0]),
-                            VARIANTS[args.variant][1], args.data_root, args.run_dir,
+    config, overrides, options = row(args.variant)
+    files = {dest: osp.abspath(getattr(args, dest)) for dest in files_used(args.variant)}
+    result = train_and_test(osp.join(CFG_DIR, config), overrides, args.data_root, args.run_dir,
                             args.seed, json.loads(args.groups), args.iters, args.num_train,
                             args.bootstrap, args.img_size, args.lr,
-                            osp.abspath(args.simclr_backbone) if args.simclr_backbone else None)
+                            files, options)
     result['settings'] = run_settings(args, args.variant)
     with open(osp.join(args.run_dir, 'result.json'), 'w') as f:
         json.dump(result, f)
@@ -217,9 +265,9 @@ def run_settings(args, variant):
     """What a finished run must share with this invocation to be reused
     (the bootstrap only adds a standard error, it changes no metric)."""
     settings = dict(iters=args.iters, lr=args.lr)
-    if uses_simclr(variant):  # the backbone file, by name and size
-        path = args.simclr_backbone
-        settings['simclr_backbone'] = (osp.basename(path), osp.getsize(path))
+    for dest in files_used(variant):  # a file the row reads, by name and size
+        path = getattr(args, dest)
+        settings[dest] = (osp.basename(path), osp.getsize(path))
     return settings
 
 
@@ -244,7 +292,8 @@ def launch(variant, seed, data_root, groups, num_train, args, threads, reuse):
            '--iters', str(args.iters), '--num-train', str(num_train),
            '--bootstrap', str(args.bootstrap), '--img-size', str(args.img_size)] + (
                ['--lr', str(args.lr)] if args.lr is not None else []) + (
-               ['--simclr-backbone', args.simclr_backbone] if args.simclr_backbone else [])
+               ['--simclr-backbone', args.simclr_backbone] if args.simclr_backbone else []) + (
+               ['--mutdet-init', args.mutdet_init] if args.mutdet_init else [])
     log = open(osp.join(run_dir, 'stdout.log'), 'w')
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), run_dir
 
@@ -373,6 +422,9 @@ def main(argv=None):
     parser.add_argument('--simclr-backbone', default=None,
                         help="backbone weights for 'baseline, SimCLR backbone' (from "
                              'tools/model_converters/simclr_to_backbone.py)')
+    parser.add_argument('--mutdet-init', default=None,
+                        help="fine-tuning initialisation for the 'MutDet init' rows (from "
+                             'tools/model_converters/mutdet_to_finetune.py)')
     parser.add_argument('--iters', type=int, default=800,
                         help='training iterations of 4 crops per run (all rows)')
     parser.add_argument('--lr', type=float, default=1e-3,
@@ -401,11 +453,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.variant:
         return run_one(args)
-    needs = [v for v in args.variants if uses_simclr(v)]
-    if needs and not (args.simclr_backbone and osp.isfile(args.simclr_backbone)):
-        parser.error(f'{needs} need --simclr-backbone FILE (a backbone exported by '
-                     'tools/model_converters/simclr_to_backbone.py); got '
-                     f'{args.simclr_backbone!r}')
+    for dest, what in (('simclr_backbone', 'a backbone exported by '
+                        'tools/model_converters/simclr_to_backbone.py'),
+                       ('mutdet_init', 'a MutDet checkpoint converted by '
+                        'tools/model_converters/mutdet_to_finetune.py')):
+        needs = [v for v in args.variants if dest in files_used(v)]
+        path = getattr(args, dest)
+        if needs and not (path and osp.isfile(path)):
+            option = '--' + dest.replace('_', '-')
+            parser.error(f'{needs} need {option} FILE ({what}); got {path!r}')
     os.makedirs(args.work_dir, exist_ok=True)
     out_dir = args.out_dir or args.work_dir
     os.makedirs(out_dir, exist_ok=True)

@@ -66,3 +66,24 @@ def test_simclr_row_needs_its_backbone_file_and_keys_reuse_on_it(tmp_path, capsy
     assert abl.run_settings(Args, row) == dict(iters=800, lr=1e-3,
                                                simclr_backbone=('r18.pth', 10))
     assert abl.run_settings(Args, '+decoupling') == dict(iters=800, lr=1e-3)
+
+
+def test_label_fraction_and_mutdet_rows_train_on_fewer_images_for_the_same_iterations(tmp_path):
+    abl = _ablation()
+    init = tmp_path / 'init.pth'
+    init.write_bytes(b'x')
+    files = dict(mutdet_init=str(init))
+    done = {}
+    for name in ('+decoupling', '+decoupling, 10% labels', '+decoupling, MutDet init',
+                 '+decoupling, MutDet init, 10% labels'):
+        config, overrides, options = abl.row(name)
+        cfg, iters = abl.prepare_config(
+            osp.join(abl.CFG_DIR, config), overrides, str(tmp_path), str(tmp_path), 0,
+            dict(head=[], tail=[]), 800, 800, 0, 128, 1e-3, files, options)
+        done[name] = (iters, cfg.train_cfg.max_epochs, cfg.train_dataloader.dataset.get('indices'),
+                      cfg.get('load_from'))
+        assert ('mutdet_init' in abl.files_used(name)) == ('MutDet' in name)
+    assert done['+decoupling'] == (800, 4, None, None)
+    assert done['+decoupling, 10% labels'] == (800, 40, 80, None)
+    assert done['+decoupling, MutDet init'] == (800, 4, None, str(init))
+    assert done['+decoupling, MutDet init, 10% labels'] == (800, 40, 80, str(init))
