@@ -179,3 +179,41 @@ def test_paper_pretraining_configs_match_their_fine_tuning_models(pretrain, fine
     conv.check_architecture(pre.model, fine.model, pretrain, finetune)
     assert fine.load_from and pre.model.freeze_backbone
     assert len(pre.model.label_tree['paths']) == pre.train_dataloader.dataset.num_classes
+
+
+def test_alignment_pairs_each_matched_query_and_token_with_its_own_object():
+    from mmdet.models.task_modules import AssignResult
+    pre = build()
+    torch.manual_seed(0)
+    b, n, c = 2, 30, 64
+    objects = torch.randn(b, 3, c)
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, pred, target):
+            seen.append((pred, target))
+            return pred.sum() * 0
+
+    pre.loss_align = Spy()
+    # query alignment: positives (image, query, object) fixed by hand
+    stage = type('S', (), {})()
+    stage.cls_feats = torch.randn(b, n, c)
+    pre.match_indices = lambda *a: (torch.tensor([0, 1, 1]), torch.tensor([5, 7, 2]),
+                                    torch.tensor([2, 0, 1]), None)
+    pre.query_alignment(stage, objects, [None, None], [None, None])
+    pred, target = seen[-1]
+    assert torch.equal(target, objects[[0, 1, 1], [2, 0, 1]])
+    assert torch.allclose(pred, pre.query_embed_head(stage.cls_feats[[0, 1, 1], [5, 7, 2]]))
+    # token alignment: candidate j of image 0 (location ids[j]) matched to object gt_inds[j]-1
+    tokens = torch.randn(b, 50, c)
+    ids = torch.tensor([40, 3, 17])
+    head = dict(main=[(torch.rand(3, 16), torch.rand(3, 5) * 10 + 5, ids),
+                      (torch.rand(0, 16), torch.rand(0, 5), ids[:0])])
+    gts = [InstanceData(bboxes=torch.rand(3, 5), labels=torch.zeros(3, dtype=torch.long)),
+           InstanceData(bboxes=torch.rand(0, 5), labels=torch.zeros(0, dtype=torch.long))]
+    pre.assigner.assign = lambda *a, **k: AssignResult(3, torch.tensor([0, 3, 1]), None,
+                                                       labels=None)
+    pre.token_alignment(head, tokens, objects, gts, [{}, {}])
+    pred, target = seen[-1]
+    assert torch.equal(target, objects[0, [2, 0]])
+    assert torch.allclose(pred, pre.token_embed_head(tokens[0, [3, 17]]))
