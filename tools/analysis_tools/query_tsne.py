@@ -60,7 +60,11 @@ def deterministic_dataset(cfg, phase: str):
     train = cfg.train_dataloader.dataset
     train = train.dataset if train.type == 'MultiViewDataset' else train
     pipeline = [step for step in train.pipeline if 'Random' not in step.type]
-    ds_cfg = cfg[f'{phase}_dataloader'].dataset
+    loader = cfg.get(f'{phase}_dataloader')
+    if loader is None:
+        have = [p for p in ('train', 'val', 'test') if cfg.get(f'{p}_dataloader') is not None]
+        raise ValueError(f'the config has no {phase}_dataloader; choose --phase from {have}')
+    ds_cfg = loader.dataset
     ds_cfg = ds_cfg.dataset if ds_cfg.type == 'MultiViewDataset' else ds_cfg
     ds_cfg = ds_cfg.copy()
     ds_cfg.pipeline = pipeline
