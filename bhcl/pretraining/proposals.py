@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ..datasets.dota_txt import format_dota_line, parse_dota_fields, read_dota_lines
-from ..datasets.formats import IMG_SUFFIXES
+from ..datasets.split import find_images
 from ..structures.geometry import rbox_to_poly, regularize_rboxes
 
 METHODS = ('mser', 'threshold')
@@ -70,28 +70,13 @@ class ProposalConfig:
 
 
 def list_images(img_dir: str) -> Dict[str, str]:
-    """``{stem: path}`` of the images in ``img_dir`` (suffixes ``IMG_SUFFIXES``), sorted.
+    """``{stem: path}`` of the images in ``img_dir`` (suffixes ``IMG_SUFFIXES``).
 
-    Raises ``FileNotFoundError`` for a missing folder, ``ValueError`` for an
-    empty one or two images with the same stem (their outputs would clash).
+    ``bhcl.datasets.split.find_images`` on one folder: ``FileNotFoundError`` for a
+    missing folder or one without images, ``ValueError`` for two images with the same
+    stem (their outputs, named by stem, would clash).
     """
-    if not osp.isdir(img_dir):
-        raise FileNotFoundError(f'image folder {img_dir!r} does not exist; pass the folder '
-                                'that holds the images')
-    images: Dict[str, str] = {}
-    for name in sorted(os.listdir(img_dir)):
-        stem, ext = osp.splitext(name)
-        if ext.lstrip('.').lower() not in IMG_SUFFIXES:
-            continue
-        if stem in images:
-            raise ValueError(f'{img_dir}: two images with the stem {stem!r} '
-                             f'({osp.basename(images[stem])}, {name}); outputs are named by '
-                             'stem, so rename or remove one')
-        images[stem] = osp.join(img_dir, name)
-    if not images:
-        raise ValueError(f'{img_dir}: no images (suffixes {", ".join(IMG_SUFFIXES)}); '
-                         'check the path')
-    return images
+    return find_images([img_dir])
 
 
 def read_image(path: str) -> np.ndarray:

@@ -13,12 +13,10 @@ model = dict(
     type='MutDetPretrainer',
     label_tree=dict(_delete_=True,
                     paths=[[f'cluster_{i:03d}'] for i in range(num_pseudo_classes)]),
-    object_channels=256,  # PCA dimension of the cluster file
-    enhancement=dict(type='MutualEnhancement', num_blocks=3, num_heads=8, ffn_channels=2048),
-    query_embed_head=dict(type='EmbeddingHead', hidden_channels=256),
-    token_embed_head=dict(type='EmbeddingHead', hidden_channels=1024),
-    loss_align=dict(type='ContrastiveAlignmentLoss', temperature=0.2, loss_weight=0.2),
-    freeze_backbone=True)
+    # MutDet's published sizes are MutDetPretrainer's defaults: 256-d object embeddings,
+    # 3 enhancement blocks (8 heads, MLP 2048), embedding heads 256-256-256 and
+    # 256-1024-256, InfoNCE at temperature 0.2 weighted 0.2 per direction, frozen backbone
+    object_channels=256)
 
 img_scale = (800, 800)
 train_pipeline = [

@@ -128,9 +128,9 @@ def test_generate_proposal_files_counts_images_without_proposals(tmp_path, monke
 def test_image_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match='does not exist'):
         list_images(str(tmp_path / 'missing'))
-    with pytest.raises(ValueError, match='no images'):
+    with pytest.raises(FileNotFoundError, match='no images'):
         list_images(str(tmp_path))
     (tmp_path / 'a.png').write_bytes(b'')
     (tmp_path / 'a.jpg').write_bytes(b'')
-    with pytest.raises(ValueError, match="stem 'a'"):
+    with pytest.raises(ValueError, match="image 'a'"):
         list_images(str(tmp_path))
