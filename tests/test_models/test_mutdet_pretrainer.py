@@ -177,7 +177,7 @@ def test_paper_pretraining_configs_match_their_fine_tuning_models(pretrain, fine
     pre = Config.fromfile(osp.join(CONFIG_DIR, 'mutdet', pretrain))
     fine = Config.fromfile(osp.join(CONFIG_DIR, 'mutdet', finetune))
     conv.check_architecture(pre.model, fine.model, pretrain, finetune)
-    assert fine.load_from and pre.model.freeze_backbone
+    assert fine.load_from and pre.model.get('freeze_backbone', True)
     assert len(pre.model.label_tree['paths']) == pre.train_dataloader.dataset.num_classes
 
 
