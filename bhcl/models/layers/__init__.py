@@ -5,11 +5,13 @@ from .query_decoder_layer import (BoxBiasedSelfAttention, DecoupledQueryDecoderL
                                   QueryBranch, QueryDecoderLayer)
 from .rbox_ops import (boxes_to_xyzrt, gaussian_position_encoding, gaussian_similarity,
                        norm_angle_le90, refine_xyzrt, regularize_le90, xyzrt_to_boxes)
+from .rotated_cdn import RotatedCdnQueryGenerator
+from .rotated_deformable_attention import RotatedMultiScaleDeformableAttention
 
 __all__ = [
     'BoxBiasedSelfAttention', 'CategoryQueries', 'DecoupledQueryDecoderLayer',
     'EmbeddingHead', 'MutualEnhancement', 'OrientedSamplingAttention', 'QueryBranch',
-    'QueryDecoderLayer', 'boxes_to_xyzrt', 'gaussian_position_encoding',
-    'gaussian_similarity', 'norm_angle_le90', 'refine_xyzrt', 'regularize_le90',
-    'xyzrt_to_boxes'
+    'QueryDecoderLayer', 'RotatedCdnQueryGenerator', 'RotatedMultiScaleDeformableAttention',
+    'boxes_to_xyzrt', 'gaussian_position_encoding', 'gaussian_similarity', 'norm_angle_le90',
+    'refine_xyzrt', 'regularize_le90', 'xyzrt_to_boxes'
 ]
