@@ -30,14 +30,15 @@ def _tolerance(dtype: torch.dtype) -> float:
     return 8 * torch.finfo(dtype).eps
 
 
-def _box_corners(centre: Tensor, wht: Tensor) -> Tensor:
-    """(P, 2) centres and (P, 3) ``(w, h, t)`` -> (P, 4, 2) corners."""
+def box_corners(centre: Tensor, wht: Tensor) -> Tensor:
+    """(..., 2) centres and (..., 3) ``(w, h, t)`` (t in radians, clockwise on screen)
+    -> (..., 4, 2) corners in polygon order."""
     signs = wht.new_tensor(_CORNER_SIGNS)
-    dx = signs[:, 0] * wht[:, :1]
-    dy = signs[:, 1] * wht[:, 1:2]
-    cos, sin = torch.cos(wht[:, 2:3]), torch.sin(wht[:, 2:3])
-    x = centre[:, :1] + dx * cos - dy * sin
-    y = centre[:, 1:] + dx * sin + dy * cos
+    dx = signs[:, 0] * wht[..., :1]
+    dy = signs[:, 1] * wht[..., 1:2]
+    cos, sin = torch.cos(wht[..., 2:3]), torch.sin(wht[..., 2:3])
+    x = centre[..., :1] + dx * cos - dy * sin
+    y = centre[..., 1:2] + dx * sin + dy * cos
     return torch.stack([x, y], dim=-1)
 
 
@@ -111,8 +112,8 @@ def _intersection_area(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     # Work in a frame centred on box 1: large image coordinates cancel exactly
     # instead of costing float32 precision in every corner.
     offset = boxes2[:, :2] - boxes1[:, :2]
-    corners1 = _box_corners(torch.zeros_like(offset), boxes1[:, 2:])
-    corners2 = _box_corners(offset, boxes2[:, 2:])
+    corners1 = box_corners(torch.zeros_like(offset), boxes1[:, 2:])
+    corners2 = box_corners(offset, boxes2[:, 2:])
     rtol = _tolerance(boxes1.dtype)
     with torch.no_grad():
         scale = torch.cat([boxes1[:, 2:4], boxes2[:, 2:4]], dim=1).detach().abs().amax(1)
