@@ -386,8 +386,30 @@ def table(results, args, meta, groups):
         lines.append(f'| {variant} | {len(runs)} | ' + ' | '.join(row) +
                      f' | {se:.3f} | {secs:.0f} |')
     lines += ['', f"head leaves: {', '.join(groups['head'])}; tail leaves: "
-              f"{', '.join(groups['tail'])}"]
+              f"{', '.join(groups['tail'])}", '',
+              'Pairs whose 95% intervals do not overlap (every other pair overlaps on every '
+              'column):', '']
+    lines += separated_pairs(summary) or ['(none)']
     return '\n'.join(lines), summary
+
+
+def separated_pairs(summary):
+    """One line per pair of rows with the columns where one row's 95% interval lies
+    wholly above the other's (rows with a single seed have no interval and are skipped)."""
+    out = []
+    names = [v for v in summary if summary[v].get('n', 0) > 1]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            cols = []
+            for key, label in COLUMNS:
+                sa, sb = summary[a][key], summary[b][key]
+                if sa['mean'] - sa['ci95'] > sb['mean'] + sb['ci95']:
+                    cols.append(f'{label} >')
+                elif sb['mean'] - sb['ci95'] > sa['mean'] + sa['ci95']:
+                    cols.append(f'{label} <')
+            if cols:
+                out.append(f'- {a} vs {b}: ' + ', '.join(cols))
+    return out
 
 
 def plot(summary, path):

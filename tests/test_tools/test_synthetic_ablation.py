@@ -87,3 +87,16 @@ def test_label_fraction_and_mutdet_rows_train_on_fewer_images_for_the_same_itera
     assert done['+decoupling, 10% labels'] == (800, 40, 80, None)
     assert done['+decoupling, MutDet init'] == (800, 4, None, str(init))
     assert done['+decoupling, MutDet init, 10% labels'] == (800, 40, 80, str(init))
+
+
+def test_separated_pairs_lists_only_non_overlapping_intervals():
+    abl = _ablation()
+    cols = [k for k, _ in abl.COLUMNS]
+
+    def row(mean, half, n=3):
+        return dict({k: dict(mean=mean, sd=0.0, ci95=half) for k in cols}, n=n)
+    summary = {'a': row(0.5, 0.05), 'b': row(0.3, 0.05), 'c': row(0.42, 0.05),
+               'd': row(0.9, float('nan'), n=1)}
+    lines = abl.separated_pairs(summary)
+    assert lines == ['- a vs b: ' + ', '.join(f'{label} >' for _, label in abl.COLUMNS),
+                     '- b vs c: ' + ', '.join(f'{label} <' for _, label in abl.COLUMNS)]
