@@ -7,11 +7,13 @@ from .rbox_ops import (boxes_to_xyzrt, gaussian_position_encoding, gaussian_simi
                        norm_angle_le90, refine_xyzrt, regularize_le90, xyzrt_to_boxes)
 from .rotated_cdn import RotatedCdnQueryGenerator
 from .rotated_deformable_attention import RotatedMultiScaleDeformableAttention
+from .rotated_dino_decoder import RotatedDeformableDecoderLayer, RotatedDinoTransformerDecoder
 
 __all__ = [
     'BoxBiasedSelfAttention', 'CategoryQueries', 'DecoupledQueryDecoderLayer',
     'EmbeddingHead', 'MutualEnhancement', 'OrientedSamplingAttention', 'QueryBranch',
-    'QueryDecoderLayer', 'RotatedCdnQueryGenerator', 'RotatedMultiScaleDeformableAttention',
+    'QueryDecoderLayer', 'RotatedCdnQueryGenerator', 'RotatedDeformableDecoderLayer',
+    'RotatedDinoTransformerDecoder', 'RotatedMultiScaleDeformableAttention',
     'boxes_to_xyzrt', 'gaussian_position_encoding', 'gaussian_similarity', 'norm_angle_le90',
     'refine_xyzrt', 'regularize_le90', 'xyzrt_to_boxes'
 ]

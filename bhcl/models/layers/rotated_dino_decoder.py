@@ -1,0 +1,91 @@
+"""RHINO's decoder: DINO's deformable decoder with rotated reference boxes.
+
+Reference boxes are ``(cx, cy, w, h, t / pi)`` in [0, 1] (centre and size
+normalised by the padded input's width and height, the angle in [0, pi) as a
+fraction of pi), refined layer by layer in inverse-sigmoid space as DINO
+refines its 4-d boxes. Each layer's cross-attention samples around the
+rotated box (:class:`RotatedMultiScaleDeformableAttention`); the positional
+query is the sine encoding of all five numbers through an MLP.
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+from mmdet.models.layers import MLP
+from mmdet.models.layers.transformer import (DeformableDetrTransformerDecoderLayer,
+                                             DinoTransformerDecoder, coordinate_to_encoding,
+                                             inverse_sigmoid)
+from mmengine.model import ModuleList
+from torch import Tensor, nn
+
+from .rotated_deformable_attention import RotatedMultiScaleDeformableAttention
+
+
+def rbox_to_encoding(ref: Tensor, num_feats: int) -> Tensor:
+    """(..., 5) normalised boxes -> (..., 5 * num_feats) sine encoding: DINO's
+    encoding of ``(cx, cy, w, h)`` followed by the same encoding of ``t / pi``."""
+    box = coordinate_to_encoding(ref[..., :4], num_feats=num_feats)
+    angle = coordinate_to_encoding(ref[..., 4:5].expand(*ref.shape[:-1], 2),
+                                   num_feats=num_feats)[..., :num_feats]
+    return torch.cat([box, angle], dim=-1)
+
+
+class RotatedDeformableDecoderLayer(DeformableDetrTransformerDecoderLayer):
+    """Deformable DETR decoder layer whose cross-attention samples rotated boxes."""
+
+    def _init_layers(self) -> None:
+        super()._init_layers()
+        self.cross_attn = RotatedMultiScaleDeformableAttention(**self.cross_attn_cfg)
+
+
+class RotatedDinoTransformerDecoder(DinoTransformerDecoder):
+    """DINO's decoder on rotated reference boxes (see the module docstring)."""
+
+    layer_type = RotatedDeformableDecoderLayer
+
+    def _init_layers(self) -> None:
+        self.layers = ModuleList([self.layer_type(**self.layer_cfg)
+                                  for _ in range(self.num_layers)])
+        self.embed_dims = self.layers[0].embed_dims
+        if self.post_norm_cfg is not None:
+            raise ValueError(f'There is not post_norm in {self._get_name()}')
+        self.ref_point_head = MLP(self.embed_dims * 5, self.embed_dims, self.embed_dims, 2)
+        self.norm = nn.LayerNorm(self.embed_dims)
+
+    def forward(self, query: Tensor, value: Tensor, key_padding_mask: Tensor,
+                self_attn_mask: Optional[Tensor], reference_points: Tensor,
+                spatial_shapes: Tensor, level_start_index: Tensor, valid_ratios: Tensor,
+                reg_branches: Optional[nn.ModuleList] = None, aspect_ratio=None,
+                **kwargs) -> Tuple[Tensor, Tensor]:
+        """As DINO's decoder, with ``reference_points`` (B, N, 5) rotated boxes in
+        [0, 1] and ``aspect_ratio`` the padded input's H / W (float or (B,)).
+
+        Returns the normed query of every layer (L, B, N, C) and the references
+        (L + 1, B, N, 5): the input and each layer's refined boxes (with gradient).
+        """
+        if reference_points.shape[-1] != 5:
+            raise ValueError('RotatedDinoTransformerDecoder needs (B, N, 5) reference boxes '
+                             f'(cx, cy, w, h, t / pi), got {tuple(reference_points.shape)}')
+        intermediate, references = [], [reference_points]
+        scale = torch.cat([valid_ratios, valid_ratios], -1)[:, None]  # (B, 1, L, 4)
+        for lid, layer in enumerate(self.layers):
+            ref = reference_points[:, :, None]  # (B, N, 1, 5)
+            box = ref[..., :4] * scale  # (B, N, L, 4)
+            angle = (ref[..., 4:] * math.pi).expand(-1, -1, box.shape[2], -1)
+            ref_input = torch.cat([box, angle], -1)  # radians for the attention
+            query_pos = self.ref_point_head(rbox_to_encoding(
+                torch.cat([box[:, :, 0], ref[:, :, 0, 4:]], -1), num_feats=query.shape[2]))
+            query = layer(query, query_pos=query_pos, value=value,
+                          key_padding_mask=key_padding_mask, self_attn_mask=self_attn_mask,
+                          spatial_shapes=spatial_shapes, level_start_index=level_start_index,
+                          valid_ratios=valid_ratios, reference_points=ref_input,
+                          aspect_ratio=aspect_ratio, **kwargs)
+            if reg_branches is not None:
+                new_ref = (reg_branches[lid](query) +
+                           inverse_sigmoid(reference_points, eps=1e-3)).sigmoid()
+                reference_points = new_ref.detach()
+            else:
+                new_ref = reference_points
+            intermediate.append(self.norm(query))
+            references.append(new_ref)
+        return torch.stack(intermediate), torch.stack(references)
