@@ -355,6 +355,14 @@ def test_query_tsne_tool_writes_one_picture_per_level(tiny_synthetic, tmp_path):
     assert result['levels']['0']['silhouette'] is not None
     for level in range(3):
         assert (out / f'tsne_level{level}.png').stat().st_size > 1000
+    # the class features before HCL's projection head: the model width
+    out2 = tmp_path / 'tsne_features'
+    tsne.main([BHCL_SMOKE_CONFIG, str(ckpt), str(out2), '--phase', 'val', '--space', 'features',
+               '--cfg-options', *opts])
+    feats = json.loads((out2 / 'tsne.json').read_text())
+    assert result['space'] == 'projected' and feats['space'] == 'features'
+    assert feats['dims'] == model.layers[0].embed_dims != result['dims']
+    assert feats['points'] == result['points']
 
 
 # ----------------------------------------------------------------- linear probe

@@ -50,6 +50,10 @@ def parse_args(argv=None):
                         help='subsample matched queries to at most this many (3000)')
     parser.add_argument('--perplexity', type=float, default=30.0)
     parser.add_argument('--seed', type=int, default=0, help='t-SNE and subsampling seed')
+    parser.add_argument('--space', default='projected', choices=['projected', 'features'],
+                        help="'projected': HCL's projection head output when the model has "
+                        "one (what the loss shapes); 'features': the class features before "
+                        'it, comparable across models with and without HCL')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. val_dataloader.dataset.data_root=x')
     return parser.parse_args(argv)
@@ -73,8 +77,11 @@ def deterministic_dataset(cfg, phase: str):
 
 
 @torch.no_grad()
-def collect_embeddings(model, dataset, stage: int, max_images=None, batch_size: int = 4):
-    """(n, D) unit embeddings of the matched queries and their (n,) node labels."""
+def collect_embeddings(model, dataset, stage: int, max_images=None, batch_size: int = 4,
+                       space: str = 'projected'):
+    """(n, D) unit embeddings of the matched queries and their (n,) node labels;
+    ``space`` 'projected' passes the class features through HCL's projection head
+    when the model has one, 'features' keeps them."""
     from mmengine.dataset import pseudo_collate
     model.eval()
     n_img = len(dataset) if max_images is None else min(max_images, len(dataset))
@@ -89,7 +96,7 @@ def collect_embeddings(model, dataset, stage: int, max_images=None, batch_size: 
         out = stages[stage]
         pos_b, pos_q, _, lab = model.match(out, gts, [s.metainfo for s in samples])
         x = out.cls_feats[pos_b, pos_q]
-        if model.loss_hcl is not None:
+        if model.loss_hcl is not None and space == 'projected':
             x = model.loss_hcl[stage].embed(x)
         feats.append(F.normalize(x.float(), dim=1))
         labels.append(lab.view(len(samples), -1)[pos_b, pos_q])
@@ -145,7 +152,8 @@ def main(argv=None):
     model = MODELS.build(cfg.model)
     load_checkpoint(model, args.checkpoint, map_location='cpu')
     dataset = deterministic_dataset(cfg, args.phase)
-    emb, labels = collect_embeddings(model, dataset, args.stage, args.max_images)
+    emb, labels = collect_embeddings(model, dataset, args.stage, args.max_images,
+                                     space=args.space)
     if len(labels) < 3:
         raise SystemExit(f'only {len(labels)} matched queries on the {args.phase} split; '
                          'need at least 3 (more images: --max-images)')
@@ -168,7 +176,8 @@ def main(argv=None):
               f"{info['points']} matched queries, {len(info['groups'])} groups")
     with open(osp.join(args.out_dir, 'tsne.json'), 'w') as f:
         json.dump(dict(config=args.config, checkpoint=args.checkpoint, phase=args.phase,
-                       stage=args.stage, points=len(labels), levels=sil), f, indent=1)
+                       stage=args.stage, space=args.space, dims=int(emb.shape[1]),
+                       points=len(labels), levels=sil), f, indent=1)
     print(f'written: tsne_level*.png and tsne.json in {args.out_dir}')
 
 
