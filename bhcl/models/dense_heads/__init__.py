@@ -1,3 +1,4 @@
 from .distinct_query_head import DistinctQueryHead
+from .rotated_dino_head import RotatedDINOHead
 
-__all__ = ['DistinctQueryHead']
+__all__ = ['DistinctQueryHead', 'RotatedDINOHead']

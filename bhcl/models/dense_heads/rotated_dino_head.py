@@ -1,0 +1,206 @@
+"""RHINO's head: mmdet's DINO head on rotated boxes.
+
+Boxes are predicted as ``(cx, cy, w, h, t / pi)`` in [0, 1] (centre and size
+normalised by the image's width and height, the long-edge angle in [0, pi)
+as a fraction of pi), refined in inverse-sigmoid space from the decoder's
+reference boxes. The box losses are an L1 loss on these five numbers and,
+in the slot of DINO's GIoU loss, a rotated-box loss on the boxes in pixels
+(RHINO: the Gaussian KLD of mmrotate's ``GDLoss``). Matching uses the same
+box representation: the assigner's costs see the predictions in pixels
+(``(cx, cy, w, h, t)``, t in radians).
+"""
+import math
+from typing import Dict, List, Tuple
+
+import torch
+from mmcv.cnn import Linear
+from mmdet.models.dense_heads import DINOHead
+from mmdet.models.layers import inverse_sigmoid
+from mmdet.utils import InstanceList, reduce_mean
+from mmengine.structures import InstanceData
+from mmrotate.registry import MODELS
+from mmrotate.structures.bbox import RotatedBoxes
+from torch import Tensor, nn
+
+from bhcl.models.layers.rotated_cdn import normalize_gt_rboxes
+
+
+def denormalize_rboxes(boxes: Tensor, img_shape) -> Tensor:
+    """(..., 5) ``(cx, cy, w, h, t / pi)`` in [0, 1] -> pixels, t in radians."""
+    h, w = img_shape[:2]
+    return torch.cat([boxes[..., :4] * boxes.new_tensor([w, h, w, h]),
+                      boxes[..., 4:] * math.pi], dim=-1)
+
+
+def _gt_tensor(gt: InstanceData) -> Tensor:
+    boxes = gt.bboxes
+    return boxes.tensor if hasattr(boxes, 'tensor') else boxes
+
+
+@MODELS.register_module()
+class RotatedDINOHead(DINOHead):
+    """:class:`mmdet.models.dense_heads.DINOHead` predicting 5-d rotated boxes.
+
+    ``loss_bbox`` is the L1 loss on the normalised boxes, ``loss_iou`` the
+    rotated-box loss on pixel boxes (e.g. ``dict(type='GDLoss', loss_type='kld',
+    fun='log1p', tau=1.0, loss_weight=5.0)``); the assigner's costs see pixel
+    boxes. Loss keys keep DINO's names (``loss_iou`` for the rotated-box loss).
+    """
+
+    box_dims = 5
+
+    def _init_layers(self) -> None:
+        super()._init_layers()
+        for branch in self.reg_branches:  # DETR's 4-number box output -> 5
+            branch[-1] = Linear(self.embed_dims, self.box_dims)
+        if self.share_pred_layer:
+            self.reg_branches = nn.ModuleList([self.reg_branches[0]] * self.num_pred_layer)
+
+    def forward(self, hidden_states: Tensor, references: List[Tensor]) -> Tuple[Tensor, Tensor]:
+        """Per decoder layer: class scores (L, B, N, K) and boxes (L, B, N, 5) in [0, 1]."""
+        classes, coords = [], []
+        for layer_id in range(hidden_states.shape[0]):
+            reference = inverse_sigmoid(references[layer_id], eps=1e-3)
+            hidden_state = hidden_states[layer_id]
+            classes.append(self.cls_branches[layer_id](hidden_state))
+            coords.append((self.reg_branches[layer_id](hidden_state) + reference).sigmoid())
+        return torch.stack(classes), torch.stack(coords)
+
+    # ------------------------------------------------------------ losses
+    def box_losses(self, preds: Tensor, targets: Tensor, weights: Tensor, factors: Tensor,
+                   avg_factor: float) -> Tuple[Tensor, Tensor]:
+        """L1 on normalised (n, 5) boxes and the rotated-box loss on their pixel form.
+
+        ``factors`` (n, 5): ``(W, H, W, H, pi)`` of each box's image; ``weights`` (n, 5).
+        """
+        loss_bbox = self.loss_bbox(preds, targets, weights, avg_factor=avg_factor)
+        pos = weights[:, 0] > 0
+        if pos.any():
+            loss_iou = self.loss_iou(preds[pos] * factors[pos], targets[pos] * factors[pos],
+                                     weights[pos, 0], avg_factor=avg_factor)
+        else:  # keeps every prediction in the graph
+            loss_iou = preds.sum() * 0
+        return loss_bbox, loss_iou
+
+    @staticmethod
+    def _factors(batch_img_metas: List[dict], n_per_image: int, like: Tensor) -> Tensor:
+        rows = [like.new_tensor([m['img_shape'][1], m['img_shape'][0], m['img_shape'][1],
+                                 m['img_shape'][0], math.pi]).expand(n_per_image, 5)
+                for m in batch_img_metas]
+        return torch.cat(rows)
+
+    def loss_by_feat_single(self, cls_scores: Tensor, bbox_preds: Tensor,
+                            batch_gt_instances: InstanceList,
+                            batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor]:
+        """Matching-part losses of one decoder layer (or of the encoder proposals)."""
+        num_imgs = cls_scores.size(0)
+        targets = self.get_targets([cls_scores[i] for i in range(num_imgs)],
+                                   [bbox_preds[i] for i in range(num_imgs)],
+                                   batch_gt_instances, batch_img_metas)
+        (labels_list, label_weights_list, bbox_targets_list, bbox_weights_list,
+         num_total_pos, num_total_neg) = targets
+        labels = torch.cat(labels_list)
+        label_weights = torch.cat(label_weights_list)
+        bbox_targets = torch.cat(bbox_targets_list)
+        bbox_weights = torch.cat(bbox_weights_list)
+        return self._losses(cls_scores, bbox_preds, labels, label_weights, bbox_targets,
+                            bbox_weights, num_total_pos, num_total_neg, batch_img_metas)
+
+    def _losses(self, cls_scores, bbox_preds, labels, label_weights, bbox_targets,
+                bbox_weights, num_total_pos, num_total_neg, batch_img_metas):
+        cls_scores = cls_scores.reshape(-1, self.cls_out_channels)
+        cls_avg_factor = num_total_pos * 1.0 + num_total_neg * self.bg_cls_weight
+        if self.sync_cls_avg_factor:
+            cls_avg_factor = reduce_mean(cls_scores.new_tensor([cls_avg_factor]))
+        cls_avg_factor = max(cls_avg_factor, 1)
+        if len(cls_scores):
+            loss_cls = self.loss_cls(cls_scores, labels, label_weights,
+                                     avg_factor=cls_avg_factor)
+        else:
+            loss_cls = cls_scores.sum() * 0
+        num_total_pos = cls_scores.new_tensor([num_total_pos])
+        num_total_pos = torch.clamp(reduce_mean(num_total_pos), min=1).item()
+        preds = bbox_preds.reshape(-1, self.box_dims)
+        factors = self._factors(batch_img_metas, bbox_preds.shape[1], preds)
+        loss_bbox, loss_iou = self.box_losses(preds, bbox_targets, bbox_weights, factors,
+                                              num_total_pos)
+        return loss_cls, loss_bbox, loss_iou
+
+    def _get_targets_single(self, cls_score: Tensor, bbox_pred: Tensor,
+                            gt_instances: InstanceData, img_meta: dict) -> tuple:
+        """Hungarian targets of one image: labels, weights, normalised box targets."""
+        num_bboxes = bbox_pred.size(0)
+        gt_boxes = _gt_tensor(gt_instances).to(bbox_pred)
+        pred_instances = InstanceData(scores=cls_score,
+                                      bboxes=denormalize_rboxes(bbox_pred, img_meta['img_shape']))
+        assign = self.assigner.assign(
+            pred_instances=pred_instances,
+            gt_instances=InstanceData(bboxes=gt_boxes, labels=gt_instances.labels),
+            img_meta=img_meta)
+        pos_inds = torch.nonzero(assign.gt_inds > 0, as_tuple=False).squeeze(-1).unique()
+        neg_inds = torch.nonzero(assign.gt_inds == 0, as_tuple=False).squeeze(-1).unique()
+        pos_gt = assign.gt_inds[pos_inds].long() - 1
+        labels = gt_boxes.new_full((num_bboxes, ), self.num_classes, dtype=torch.long)
+        labels[pos_inds] = gt_instances.labels[pos_gt]
+        label_weights = gt_boxes.new_ones(num_bboxes)
+        bbox_targets = torch.zeros_like(bbox_pred)
+        bbox_weights = torch.zeros_like(bbox_pred)
+        bbox_weights[pos_inds] = 1.0
+        bbox_targets[pos_inds] = normalize_gt_rboxes(gt_boxes[pos_gt], img_meta['img_shape'])
+        return labels, label_weights, bbox_targets, bbox_weights, pos_inds, neg_inds
+
+    def _loss_dn_single(self, dn_cls_scores: Tensor, dn_bbox_preds: Tensor,
+                        batch_gt_instances: InstanceList, batch_img_metas: List[dict],
+                        dn_meta: Dict[str, int]) -> Tuple[Tensor]:
+        """Denoising losses of one decoder layer (fixed targets, as in DINO)."""
+        (labels_list, label_weights_list, bbox_targets_list, bbox_weights_list,
+         num_total_pos, num_total_neg) = self.get_dn_targets(batch_gt_instances,
+                                                             batch_img_metas, dn_meta)
+        return self._losses(dn_cls_scores, dn_bbox_preds, torch.cat(labels_list),
+                            torch.cat(label_weights_list), torch.cat(bbox_targets_list),
+                            torch.cat(bbox_weights_list), num_total_pos, num_total_neg,
+                            batch_img_metas)
+
+    def _get_dn_targets_single(self, gt_instances: InstanceData, img_meta: dict,
+                               dn_meta: Dict[str, int]) -> tuple:
+        """As DINO: positive query i of group g targets object i; negatives are background."""
+        gt_boxes = _gt_tensor(gt_instances)
+        gt_labels = gt_instances.labels
+        num_groups = dn_meta['num_denoising_groups']
+        num_dn = dn_meta['num_denoising_queries']
+        per_group = num_dn // num_groups
+        device = gt_boxes.device
+        t = torch.arange(len(gt_labels), dtype=torch.long, device=device)
+        t = t.unsqueeze(0).repeat(num_groups, 1)
+        pos_assigned = t.flatten()
+        pos_inds = (torch.arange(num_groups, dtype=torch.long, device=device)[:, None] *
+                    per_group + t).flatten()
+        neg_inds = pos_inds + per_group // 2
+        labels = gt_boxes.new_full((num_dn, ), self.num_classes, dtype=torch.long)
+        labels[pos_inds] = gt_labels[pos_assigned]
+        label_weights = gt_boxes.new_ones(num_dn)
+        bbox_targets = gt_boxes.new_zeros(num_dn, self.box_dims)
+        bbox_weights = gt_boxes.new_zeros(num_dn, self.box_dims)
+        bbox_weights[pos_inds] = 1.0
+        if len(gt_labels):
+            bbox_targets[pos_inds] = normalize_gt_rboxes(
+                gt_boxes, img_meta['img_shape']).repeat(num_groups, 1)
+        return labels, label_weights, bbox_targets, bbox_weights, pos_inds, neg_inds
+
+    # --------------------------------------------------------- inference
+    def _predict_by_feat_single(self, cls_score: Tensor, bbox_pred: Tensor, img_meta: dict,
+                                rescale: bool = True) -> InstanceData:
+        """Top ``max_per_img`` (query, class) pairs, boxes in pixels (no NMS); classes
+        outside the ``predict_mask`` buffer (internal tree nodes, set by the detector)
+        are never predicted."""
+        mask = getattr(self, 'predict_mask', None)
+        if mask is not None:
+            cls_score = cls_score.masked_fill(~mask, float('-inf'))
+        max_per_img = self.test_cfg.get('max_per_img', len(cls_score))
+        scores, idx = cls_score.sigmoid().flatten().topk(min(max_per_img, cls_score.numel()))
+        labels = idx % self.num_classes
+        boxes = denormalize_rboxes(bbox_pred[idx // self.num_classes], img_meta['img_shape'])
+        if rescale and 'scale_factor' in img_meta:
+            sx, sy = img_meta['scale_factor'][:2]
+            boxes[:, :4] = boxes[:, :4] / boxes.new_tensor([sx, sy, sx, sy])
+        return InstanceData(bboxes=RotatedBoxes(boxes), scores=scores, labels=labels)

@@ -1,0 +1,115 @@
+"""RHINO: DINO for rotated boxes, on mmdet's DINO (bhcl's own code; RHINO's is CC-BY-NC).
+
+Differences from mmdet's :class:`DINO`:
+
+- boxes are ``(cx, cy, w, h, t / pi)`` in [0, 1], long-edge angle in [0, pi),
+  refined in inverse-sigmoid space (:class:`RotatedDINOHead`);
+- the decoder samples around rotated reference boxes
+  (:class:`RotatedDinoTransformerDecoder`);
+- contrastive denoising with rotated boxes (:class:`RotatedCdnQueryGenerator`,
+  its ``angle_noise`` and ``max_groups`` passed through ``dn_cfg``);
+- two-stage query selection keeps DINO's axis-aligned square proposals; their
+  angle starts at t / pi = 0.5 (logit 0). A square is the same region at
+  angle 0 (RHINO's proposals) and at pi / 2, and the middle of the sigmoid lets
+  the angle be learnt in both directions (0 sits on the sigmoid's edge);
+- ``label_tree``: the classes are the tree's nodes, inference keeps the leaves.
+"""
+import copy
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+from mmdet.models.detectors import DINO
+from mmdet.models.layers import SinePositionalEncoding
+from mmdet.models.layers.transformer import DeformableDetrTransformerEncoder
+from mmdet.structures import OptSampleList
+from mmrotate.registry import MODELS
+from torch import Tensor, nn
+
+from bhcl.models.layers.rotated_cdn import RotatedCdnQueryGenerator
+from bhcl.models.layers.rotated_dino_decoder import RotatedDinoTransformerDecoder
+from bhcl.structures import LabelTree
+
+ROTATED_DN_KEYS = ('angle_noise', 'max_groups')
+
+
+@MODELS.register_module()
+class RHINO(DINO):
+    """Rotated DINO (see the module docstring).
+
+    Args (besides mmdet's :class:`DINO`):
+        label_tree: the dataset's tree; sets the head's ``num_classes`` and
+            the leaves kept at inference. None: a flat label set.
+    """
+
+    def __init__(self, *args, dn_cfg: Optional[dict] = None,
+                 label_tree: Optional[Union[dict, LabelTree]] = None, **kwargs) -> None:
+        dn_cfg = copy.deepcopy(dn_cfg) if dn_cfg is not None else None
+        rotated = {k: dn_cfg.pop(k) for k in ROTATED_DN_KEYS if dn_cfg and k in dn_cfg}
+        self.label_tree = None if label_tree is None else LabelTree.from_config(label_tree)
+        if self.label_tree is not None:
+            kwargs['bbox_head'] = dict(kwargs['bbox_head'],
+                                       num_classes=self.label_tree.num_classes)
+        super().__init__(*args, dn_cfg=dn_cfg, **kwargs)
+        if dn_cfg is not None:  # DINO filled in num_classes, embed_dims, num_matching_queries
+            self.dn_query_generator = RotatedCdnQueryGenerator(**dn_cfg, **rotated)
+        leaves = (torch.ones(self.bbox_head.num_classes, dtype=torch.bool)
+                  if self.label_tree is None else
+                  torch.as_tensor(self.label_tree.leaf_mask, dtype=torch.bool))
+        self.bbox_head.register_buffer('predict_mask', leaves, persistent=False)
+
+    def _init_layers(self) -> None:
+        self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
+        self.encoder = DeformableDetrTransformerEncoder(**self.encoder)
+        self.decoder = RotatedDinoTransformerDecoder(**self.decoder)
+        self.embed_dims = self.encoder.embed_dims
+        self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
+        num_feats = self.positional_encoding.num_feats
+        if num_feats * 2 != self.embed_dims:
+            raise ValueError(f'embed_dims ({self.embed_dims}) must be 2 x the positional '
+                             f'encoding num_feats ({num_feats})')
+        self.level_embed = nn.Parameter(torch.Tensor(self.num_feature_levels, self.embed_dims))
+        self.memory_trans_fc = nn.Linear(self.embed_dims, self.embed_dims)
+        self.memory_trans_norm = nn.LayerNorm(self.embed_dims)
+
+    def forward_transformer(self, img_feats: Tuple[Tensor],
+                            batch_data_samples: OptSampleList = None) -> Dict:
+        encoder_inputs, decoder_inputs = self.pre_transformer(img_feats, batch_data_samples)
+        encoder_outputs = self.forward_encoder(**encoder_inputs)
+        tmp_dec_in, head_inputs = self.pre_decoder(**encoder_outputs,
+                                                   batch_data_samples=batch_data_samples)
+        decoder_inputs.update(tmp_dec_in)
+        h, w = batch_data_samples[0].batch_input_shape
+        decoder_inputs['aspect_ratio'] = h / w  # the padded input's, for rotated sampling
+        head_inputs.update(self.forward_decoder(**decoder_inputs))
+        return head_inputs
+
+    def pre_decoder(self, memory: Tensor, memory_mask: Tensor, spatial_shapes: Tensor,
+                    batch_data_samples: OptSampleList = None) -> Tuple[Dict]:
+        """DINO's two-stage query selection with 5-d boxes (angle logit 0)."""
+        bs = memory.shape[0]
+        head = self.bbox_head
+        cls_out = head.cls_branches[self.decoder.num_layers].out_features
+        output_memory, proposals = self.gen_encoder_output_proposals(memory, memory_mask,
+                                                                     spatial_shapes)
+        proposals = torch.cat([proposals, proposals.new_zeros(*proposals.shape[:-1], 1)], -1)
+        enc_class = head.cls_branches[self.decoder.num_layers](output_memory)
+        enc_coord_unact = head.reg_branches[self.decoder.num_layers](output_memory) + proposals
+        topk = torch.topk(enc_class.max(-1)[0], k=self.num_queries, dim=1)[1]
+        topk_score = torch.gather(enc_class, 1, topk[..., None].expand(-1, -1, cls_out))
+        topk_coords_unact = torch.gather(enc_coord_unact, 1, topk[..., None].expand(-1, -1, 5))
+        topk_coords = topk_coords_unact.sigmoid()
+        topk_coords_unact = topk_coords_unact.detach()
+        query = self.query_embedding.weight[None].expand(bs, -1, -1)
+        if self.training:
+            dn_label_query, dn_bbox_query, dn_mask, dn_meta = \
+                self.dn_query_generator(batch_data_samples)
+            query = torch.cat([dn_label_query, query], dim=1)
+            reference_points = torch.cat([dn_bbox_query, topk_coords_unact], dim=1)
+        else:
+            reference_points = topk_coords_unact
+            dn_mask, dn_meta = None, None
+        decoder_inputs = dict(query=query, memory=memory,
+                              reference_points=reference_points.sigmoid(), dn_mask=dn_mask)
+        head_inputs = dict(enc_outputs_class=topk_score, enc_outputs_coord=topk_coords,
+                           dn_meta=dn_meta) if self.training else dict()
+        return decoder_inputs, head_inputs

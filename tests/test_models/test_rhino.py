@@ -1,0 +1,112 @@
+"""RHINO (rotated DINO) at a tiny size on CPU: losses and gradients, denoising groups,
+leaf-only rotated predictions, overfitting one batch."""
+import copy
+
+import pytest
+import torch
+from mmdet.structures import DetDataSample
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+from mmrotate.registry import MODELS
+from mmrotate.structures.bbox import RotatedBoxes
+
+import bhcl  # noqa: F401
+
+C = 32
+tree = dict(paths=['A', 'A/a1', 'A/a2', 'B', 'B/b1', 'B/b2'])
+CFG = dict(
+    type='RHINO', num_queries=20, with_box_refine=True, as_two_stage=True, label_tree=tree,
+    num_feature_levels=2,
+    data_preprocessor=dict(type='mmdet.DetDataPreprocessor', mean=[0,0,0], std=[1,1,1], bgr_to_rgb=False, pad_size_divisor=1, boxtype2tensor=False),
+    backbone=dict(type='mmdet.ResNet', depth=18, num_stages=4, out_indices=(2, 3), norm_cfg=dict(type='BN'), init_cfg=None),
+    neck=dict(type='mmdet.ChannelMapper', in_channels=[256, 512], kernel_size=1, out_channels=C, act_cfg=None, norm_cfg=dict(type='GN', num_groups=8), num_outs=2),
+    encoder=dict(num_layers=1, layer_cfg=dict(self_attn_cfg=dict(embed_dims=C, num_levels=2, num_heads=4, dropout=0.0), ffn_cfg=dict(embed_dims=C, feedforward_channels=64, ffn_drop=0.0))),
+    decoder=dict(num_layers=2, return_intermediate=True, layer_cfg=dict(self_attn_cfg=dict(embed_dims=C, num_heads=4, dropout=0.0), cross_attn_cfg=dict(embed_dims=C, num_levels=2, num_heads=4, dropout=0.0), ffn_cfg=dict(embed_dims=C, feedforward_channels=64, ffn_drop=0.0)), post_norm_cfg=None),
+    positional_encoding=dict(num_feats=C // 2, normalize=True, offset=0.0, temperature=20),
+    bbox_head=dict(type='RotatedDINOHead', num_classes=1, embed_dims=C, sync_cls_avg_factor=True,
+                   loss_cls=dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+                   loss_bbox=dict(type='mmdet.L1Loss', loss_weight=5.0),
+                   loss_iou=dict(type='GDLoss', loss_type='kld', fun='log1p', tau=1.0, loss_weight=5.0)),
+    dn_cfg=dict(label_noise_scale=0.5, box_noise_scale=1.0, group_cfg=dict(dynamic=True, num_groups=None, num_dn_queries=10), max_groups=30),
+    train_cfg=dict(assigner=dict(type='mmdet.HungarianAssigner', match_costs=[
+        dict(type='mmdet.FocalLossCost', weight=2.0), dict(type='HausdorffCornerCost', weight=5.0), dict(type='GaussianKLDCost', weight=5.0)])),
+    test_cfg=dict(max_per_img=50))
+
+
+def build(seed=0, **overrides):
+    init_default_scope('mmrotate')
+    cfg = copy.deepcopy(CFG)
+    cfg.update(overrides)
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def batch(counts=(3, 1)):
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randn(len(counts), 3, 96, 128, generator=g)
+    boxes = torch.tensor([[30., 30, 30, 10, 0.3], [80, 60, 40, 14, -0.5], [100, 20, 18, 12, 1.0]])
+    labels = torch.tensor([1, 2, 4])
+    samples = []
+    for n in counts:
+        s = DetDataSample(metainfo=dict(img_shape=(96, 128), ori_shape=(96, 128),
+                                        batch_input_shape=(96, 128), scale_factor=(1., 1.),
+                                        pad_shape=(96, 128)))
+        s.gt_instances = InstanceData(bboxes=RotatedBoxes(boxes[:n].clone()),
+                                      labels=labels[:n].clone())
+        samples.append(s)
+    return imgs, samples
+
+
+def total(losses):
+    return sum(v for k, v in losses.items() if 'loss' in k)
+
+
+@pytest.mark.parametrize('counts', [(3, 1), (2, 0)])
+def test_losses_are_finite_and_every_parameter_gets_a_gradient(counts):
+    model = build().train()
+    imgs, samples = batch(counts)
+    losses = model.loss(imgs, samples)
+    keys = {f'{p}loss_{k}' for p in ('', 'd0.', 'enc_') for k in ('cls', 'bbox', 'iou')}
+    keys |= {f'{p}dn_loss_{k}' for p in ('', 'd0.') for k in ('cls', 'bbox', 'iou')}
+    assert set(losses) == keys
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    total(losses).backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_denoising_groups_are_capped_and_boxes_are_rotated():
+    model = build(dn_cfg=dict(CFG['dn_cfg'], max_groups=2,
+                              group_cfg=dict(dynamic=True, num_groups=None,
+                                             num_dn_queries=100))).train()
+    imgs, samples = batch()
+    _, _, _, dn_meta = model.dn_query_generator(samples)
+    assert dn_meta['num_denoising_groups'] == 2  # 100 // 3 = 33 groups without the cap
+    assert dn_meta['num_denoising_queries'] == 2 * 2 * 3
+
+
+def test_prediction_keeps_the_leaves_and_returns_rotated_boxes():
+    model = build().eval()
+    imgs, samples = batch()
+    with torch.no_grad():
+        out = model.predict(imgs, samples)
+    pred = out[0].pred_instances
+    assert pred.bboxes.shape == (50, 5)
+    assert set(pred.labels.tolist()) <= {1, 2, 4, 5}  # A and B are internal nodes
+    assert torch.all(pred.scores[:-1] >= pred.scores[1:])
+
+
+def test_overfitting_one_batch_lowers_the_loss():
+    model = build().train()
+    imgs, samples = batch()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    first = None
+    for _ in range(50):
+        torch.manual_seed(0)  # the same denoising noise every step
+        loss = total(model.loss(imgs, copy.deepcopy(samples)))
+        first = float(loss) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.7 * first
