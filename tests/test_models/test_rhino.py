@@ -13,25 +13,37 @@ from mmrotate.structures.bbox import RotatedBoxes
 import bhcl  # noqa: F401
 
 C = 32
-tree = dict(paths=['A', 'A/a1', 'A/a2', 'B', 'B/b1', 'B/b2'])
+TREE = dict(paths=['A', 'A/a1', 'A/a2', 'B', 'B/b1', 'B/b2'])
+ATTN = dict(embed_dims=C, num_heads=4, dropout=0.0)
+FFN = dict(embed_dims=C, feedforward_channels=64, ffn_drop=0.0)
 CFG = dict(
-    type='RHINO', num_queries=20, with_box_refine=True, as_two_stage=True, label_tree=tree,
+    type='RHINO', num_queries=20, with_box_refine=True, as_two_stage=True, label_tree=TREE,
     num_feature_levels=2,
-    data_preprocessor=dict(type='mmdet.DetDataPreprocessor', mean=[0,0,0], std=[1,1,1], bgr_to_rgb=False, pad_size_divisor=1, boxtype2tensor=False),
-    backbone=dict(type='mmdet.ResNet', depth=18, num_stages=4, out_indices=(2, 3), norm_cfg=dict(type='BN'), init_cfg=None),
-    neck=dict(type='mmdet.ChannelMapper', in_channels=[256, 512], kernel_size=1, out_channels=C, act_cfg=None, norm_cfg=dict(type='GN', num_groups=8), num_outs=2),
-    encoder=dict(num_layers=1, layer_cfg=dict(self_attn_cfg=dict(embed_dims=C, num_levels=2, num_heads=4, dropout=0.0), ffn_cfg=dict(embed_dims=C, feedforward_channels=64, ffn_drop=0.0))),
-    decoder=dict(num_layers=2, return_intermediate=True, layer_cfg=dict(self_attn_cfg=dict(embed_dims=C, num_heads=4, dropout=0.0), cross_attn_cfg=dict(embed_dims=C, num_levels=2, num_heads=4, dropout=0.0), ffn_cfg=dict(embed_dims=C, feedforward_channels=64, ffn_drop=0.0)), post_norm_cfg=None),
+    data_preprocessor=dict(type='mmdet.DetDataPreprocessor', mean=[0, 0, 0], std=[1, 1, 1],
+                           bgr_to_rgb=False, pad_size_divisor=1, boxtype2tensor=False),
+    backbone=dict(type='mmdet.ResNet', depth=18, num_stages=4, out_indices=(2, 3),
+                  norm_cfg=dict(type='BN'), init_cfg=None),
+    neck=dict(type='mmdet.ChannelMapper', in_channels=[256, 512], kernel_size=1,
+              out_channels=C, act_cfg=None, norm_cfg=dict(type='GN', num_groups=8), num_outs=2),
+    encoder=dict(num_layers=1, layer_cfg=dict(self_attn_cfg=dict(ATTN, num_levels=2),
+                                              ffn_cfg=FFN)),
+    decoder=dict(num_layers=2, return_intermediate=True, post_norm_cfg=None,
+                 layer_cfg=dict(self_attn_cfg=ATTN, cross_attn_cfg=dict(ATTN, num_levels=2),
+                                ffn_cfg=FFN)),
     positional_encoding=dict(num_feats=C // 2, normalize=True, offset=0.0, temperature=20),
     bbox_head=dict(type='RotatedDINOHead', num_classes=1, embed_dims=C, sync_cls_avg_factor=True,
-                   loss_cls=dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+                   loss_cls=dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0,
+                                 alpha=0.25, loss_weight=1.0),
                    loss_bbox=dict(type='mmdet.L1Loss', loss_weight=5.0),
-                   loss_iou=dict(type='GDLoss', loss_type='kld', fun='log1p', tau=1.0, loss_weight=5.0)),
-    dn_cfg=dict(label_noise_scale=0.5, box_noise_scale=1.0, group_cfg=dict(dynamic=True, num_groups=None, num_dn_queries=10), max_groups=30),
+                   loss_iou=dict(type='GDLoss', loss_type='kld', fun='log1p', tau=1.0,
+                                 loss_weight=5.0)),
+    dn_cfg=dict(label_noise_scale=0.5, box_noise_scale=1.0, max_groups=30,
+                group_cfg=dict(dynamic=True, num_groups=None, num_dn_queries=10)),
     train_cfg=dict(assigner=dict(type='mmdet.HungarianAssigner', match_costs=[
-        dict(type='mmdet.FocalLossCost', weight=2.0), dict(type='HausdorffCornerCost', weight=5.0), dict(type='GaussianKLDCost', weight=5.0)])),
+        dict(type='mmdet.FocalLossCost', weight=2.0),
+        dict(type='HausdorffCornerCost', weight=5.0),
+        dict(type='GaussianKLDCost', weight=5.0)])),
     test_cfg=dict(max_per_img=50))
-
 
 def build(seed=0, **overrides):
     init_default_scope('mmrotate')
