@@ -75,9 +75,14 @@ def total(losses):
     return sum(v for k, v in losses.items() if 'loss' in k)
 
 
+def decoupled_decoder():
+    return dict(CFG['decoder'], decoupled=True)
+
+
+@pytest.mark.parametrize('decoupled', [False, True])
 @pytest.mark.parametrize('counts', [(3, 1), (2, 0)])
-def test_losses_are_finite_and_every_parameter_gets_a_gradient(counts):
-    model = build().train()
+def test_losses_are_finite_and_every_parameter_gets_a_gradient(counts, decoupled):
+    model = (build(decoder=decoupled_decoder()) if decoupled else build()).train()
     imgs, samples = batch(counts)
     losses = model.loss(imgs, samples)
     keys = {f'{p}loss_{k}' for p in ('', 'd0.', 'enc_') for k in ('cls', 'bbox', 'iou')}
@@ -98,8 +103,9 @@ def test_denoising_groups_are_capped_and_boxes_are_rotated():
     assert dn_meta['num_denoising_queries'] == 2 * 2 * 3
 
 
-def test_prediction_keeps_the_leaves_and_returns_rotated_boxes():
-    model = build().eval()
+@pytest.mark.parametrize('decoupled', [False, True])
+def test_prediction_keeps_the_leaves_and_returns_rotated_boxes(decoupled):
+    model = (build(decoder=decoupled_decoder()) if decoupled else build()).eval()
     imgs, samples = batch()
     with torch.no_grad():
         out = model.predict(imgs, samples)
@@ -122,3 +128,18 @@ def test_overfitting_one_batch_lowers_the_loss():
         loss.backward()
         opt.step()
     assert float(loss) < 0.7 * first
+
+
+def test_decoupled_streams_classes_from_the_first_half_boxes_from_the_second():
+    model = build(decoder=decoupled_decoder()).train()
+    assert model.bbox_head.decoupled and model.decoder.decoupled
+    for branch in model.bbox_head.reg_branches:  # zero-initialised: no gradient to see
+        torch.nn.init.normal_(branch[-1].weight)
+    hidden = torch.randn(2, 2, 7, 2 * C, requires_grad=True)
+    refs = torch.rand(3, 2, 7, 5)
+    cls, box = model.bbox_head(hidden, refs)
+    cls.sum().backward(retain_graph=True)
+    assert hidden.grad[..., C:].abs().sum() == 0 and hidden.grad[..., :C].abs().sum() > 0
+    hidden.grad = None
+    box.sum().backward()
+    assert hidden.grad[..., :C].abs().sum() == 0 and hidden.grad[..., C:].abs().sum() > 0

@@ -6,7 +6,8 @@ import pytest
 import torch
 from mmdet.models.layers.transformer import DeformableDetrTransformerDecoderLayer
 
-from bhcl.models.layers.rotated_dino_decoder import (RotatedDeformableDecoderLayer,
+from bhcl.models.layers.rotated_dino_decoder import (DecoupledRotatedDecoderLayer,
+                                                      RotatedDeformableDecoderLayer,
                                                       RotatedDinoTransformerDecoder,
                                                       rbox_to_encoding)
 
@@ -103,3 +104,22 @@ def test_encoding_and_input_checks():
     with pytest.raises(ValueError, match='5\\) reference boxes'):
         decoder(1)(query, value, None, None, ref[..., :4], SHAPES, START,
                    torch.ones(2, LEVELS, 2))
+
+
+def test_decoupled_layer_streams_meet_only_in_the_self_attention():
+    torch.manual_seed(0)
+    layer = DecoupledRotatedDecoderLayer(**LAYER)
+    query, value, ref = inputs()
+    query = torch.cat([query, torch.randn_like(query)], -1)
+    box = torch.cat([ref[:, :, None, :4].expand(-1, -1, LEVELS, -1),
+                     ref[:, :, None, 4:].expand(-1, -1, LEVELS, -1) * math.pi], -1)
+    out = layer(query, query_pos=torch.randn(2, 5, C), value=value, reference_points=box,
+                spatial_shapes=SHAPES, level_start_index=START)
+    assert out.shape == (2, 5, 2 * C)
+    for half, own, other in ((slice(0, C), 0, 1), (slice(C, 2 * C), 1, 0)):
+        layer.zero_grad()
+        out[..., half].sum().backward(retain_graph=True)
+        for m in (layer.cross_attn[other], layer.ffn[other]):
+            assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.parameters())
+        for m in (layer.cross_attn[own], layer.ffn[own], layer.self_attn):
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())

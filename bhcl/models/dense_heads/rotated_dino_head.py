@@ -45,9 +45,22 @@ class RotatedDINOHead(DINOHead):
     rotated-box loss on pixel boxes (e.g. ``dict(type='GDLoss', loss_type='kld',
     fun='log1p', tau=1.0, loss_weight=5.0)``); the assigner's costs see pixel
     boxes. Loss keys keep DINO's names (``loss_iou`` for the rotated-box loss).
+    ``decoupled``: the decoder's queries are (classification, localisation) halves
+    of 2C channels; classes come from the first, boxes from the second.
     """
 
     box_dims = 5
+
+    def __init__(self, *args, decoupled: bool = False, **kwargs) -> None:
+        self.decoupled = decoupled
+        super().__init__(*args, **kwargs)
+
+    def split_streams(self, hidden_state: Tensor) -> Tuple[Tensor, Tensor]:
+        """(..., C) or, decoupled, (..., 2C) -> (what the class branch reads, what the
+        box branch reads): the classification and localisation halves when decoupled."""
+        if not self.decoupled:
+            return hidden_state, hidden_state
+        return hidden_state[..., :self.embed_dims], hidden_state[..., self.embed_dims:]
 
     def _init_layers(self) -> None:
         super()._init_layers()
@@ -61,9 +74,9 @@ class RotatedDINOHead(DINOHead):
         classes, coords = [], []
         for layer_id in range(hidden_states.shape[0]):
             reference = inverse_sigmoid(references[layer_id], eps=1e-3)
-            hidden_state = hidden_states[layer_id]
-            classes.append(self.cls_branches[layer_id](hidden_state))
-            coords.append((self.reg_branches[layer_id](hidden_state) + reference).sigmoid())
+            cls_in, reg_in = self.split_streams(hidden_states[layer_id])
+            classes.append(self.cls_branches[layer_id](cls_in))
+            coords.append((self.reg_branches[layer_id](reg_in) + reference).sigmoid())
         return torch.stack(classes), torch.stack(coords)
 
     # ------------------------------------------------------------ losses

@@ -12,7 +12,15 @@ Differences from mmdet's :class:`DINO`:
   angle starts at t / pi = 0.5 (logit 0). A square is the same region at
   angle 0 (RHINO's proposals) and at pi / 2, and the middle of the sigmoid lets
   the angle be learnt in both directions (0 sits on the sigmoid's edge);
-- ``label_tree``: the classes are the tree's nodes, inference keeps the leaves.
+- ``label_tree``: the classes are the tree's nodes, inference keeps the leaves;
+- ``decoder=dict(decoupled=True)``: the BHCL paper's decoupled queries
+  (:class:`DecoupledRotatedDecoderLayer`): classification and localisation halves
+  share the self-attention, each has its own cross-attention and FFN around the
+  same reference box; classes from the first half, box refinement from the
+  second. Matching queries get a learnt localisation half
+  (``loc_query_embedding``); denoising queries one learnt localisation vector
+  (``dn_loc_embedding``), so that their label noise stays in the classification
+  half and their box is given by the reference box alone, as for matching queries.
 """
 import copy
 from typing import Dict, Optional, Tuple, Union
@@ -49,6 +57,8 @@ class RHINO(DINO):
         if self.label_tree is not None:
             kwargs['bbox_head'] = dict(kwargs['bbox_head'],
                                        num_classes=self.label_tree.num_classes)
+        self.decoupled = bool(kwargs.get('decoder', {}).get('decoupled', False))
+        kwargs['bbox_head'] = dict(kwargs['bbox_head'], decoupled=self.decoupled)
         super().__init__(*args, dn_cfg=dn_cfg, **kwargs)
         if dn_cfg is not None:  # DINO filled in num_classes, embed_dims, num_matching_queries
             self.dn_query_generator = RotatedCdnQueryGenerator(**dn_cfg, **rotated)
@@ -70,6 +80,15 @@ class RHINO(DINO):
         self.level_embed = nn.Parameter(torch.Tensor(self.num_feature_levels, self.embed_dims))
         self.memory_trans_fc = nn.Linear(self.embed_dims, self.embed_dims)
         self.memory_trans_norm = nn.LayerNorm(self.embed_dims)
+        if self.decoupled:  # the localisation halves of matching and denoising queries
+            self.loc_query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
+            self.dn_loc_embedding = nn.Parameter(torch.zeros(self.embed_dims))
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.decoupled:
+            nn.init.xavier_uniform_(self.loc_query_embedding.weight)
+            nn.init.normal_(self.dn_loc_embedding, std=self.embed_dims ** -0.5)
 
     def forward_transformer(self, img_feats: Tuple[Tensor],
                             batch_data_samples: OptSampleList = None) -> Dict:
@@ -100,9 +119,15 @@ class RHINO(DINO):
         topk_coords = topk_coords_unact.sigmoid()
         topk_coords_unact = topk_coords_unact.detach()
         query = self.query_embedding.weight[None].expand(bs, -1, -1)
+        if self.decoupled:
+            query = torch.cat([query, self.loc_query_embedding.weight[None].expand(bs, -1, -1)],
+                              dim=-1)
         if self.training:
             dn_label_query, dn_bbox_query, dn_mask, dn_meta = \
                 self.dn_query_generator(batch_data_samples)
+            if self.decoupled:  # the label noise stays in the classification half
+                dn_label_query = torch.cat(
+                    [dn_label_query, self.dn_loc_embedding.expand_as(dn_label_query)], dim=-1)
             query = torch.cat([dn_label_query, query], dim=1)
             reference_points = torch.cat([dn_bbox_query, topk_coords_unact], dim=1)
         else:

@@ -11,11 +11,13 @@ import math
 from typing import Optional, Tuple
 
 import torch
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 from mmdet.models.layers import MLP
 from mmdet.models.layers.transformer import (DeformableDetrTransformerDecoderLayer,
                                              DinoTransformerDecoder, coordinate_to_encoding,
                                              inverse_sigmoid)
-from mmengine.model import ModuleList
+from mmengine.model import BaseModule, ModuleList
 from torch import Tensor, nn
 
 from .rotated_deformable_attention import RotatedMultiScaleDeformableAttention
@@ -38,19 +40,75 @@ class RotatedDeformableDecoderLayer(DeformableDetrTransformerDecoderLayer):
         self.cross_attn = RotatedMultiScaleDeformableAttention(**self.cross_attn_cfg)
 
 
+class DecoupledRotatedDecoderLayer(BaseModule):
+    """The BHCL paper's decoupled layer on RHINO: the classification and localisation
+    queries (each C channels) are concatenated along the channels for one shared
+    self-attention (2C channels, the positional query repeated for both halves), then
+    each stream has its own rotated cross-attention around the same reference box and
+    its own FFN (post-norm, as DINO's layer). Queries are (B, N, 2C): classification
+    half first."""
+
+    decoupled = True
+
+    def __init__(self, self_attn_cfg: dict, cross_attn_cfg: dict, ffn_cfg: dict,
+                 norm_cfg: dict = dict(type='LN'), init_cfg=None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        c = cross_attn_cfg['embed_dims']
+        self.embed_dims = c
+        self.self_attn = MultiheadAttention(**dict(self_attn_cfg, embed_dims=2 * c,
+                                                   batch_first=True))
+        self.self_norm = build_norm_layer(norm_cfg, 2 * c)[1]
+        cross = dict(cross_attn_cfg, batch_first=True)
+        self.cross_attn = ModuleList(RotatedMultiScaleDeformableAttention(**cross)
+                                     for _ in range(2))
+        self.ffn = ModuleList(FFN(**ffn_cfg) for _ in range(2))
+        self.norms = ModuleList(build_norm_layer(norm_cfg, c)[1] for _ in range(4))
+
+    def forward(self, query: Tensor, query_pos: Tensor, value: Tensor,
+                self_attn_mask: Optional[Tensor] = None, key_padding_mask=None,
+                **kwargs) -> Tensor:
+        pos = torch.cat([query_pos, query_pos], dim=-1)
+        query = self.self_norm(self.self_attn(query=query, key=query, value=query,
+                                              query_pos=pos, key_pos=pos,
+                                              attn_mask=self_attn_mask))
+        streams = []
+        for i, half in enumerate(query.split(self.embed_dims, dim=-1)):
+            half = self.norms[2 * i](self.cross_attn[i](
+                query=half, value=value, query_pos=query_pos,
+                key_padding_mask=key_padding_mask, **kwargs))
+            streams.append(self.norms[2 * i + 1](self.ffn[i](half)))
+        return torch.cat(streams, dim=-1)
+
+
 class RotatedDinoTransformerDecoder(DinoTransformerDecoder):
     """DINO's decoder on rotated reference boxes (see the module docstring)."""
 
     layer_type = RotatedDeformableDecoderLayer
 
+    def __init__(self, *args, decoupled: bool = False, **kwargs) -> None:
+        self.decoupled = decoupled
+        super().__init__(*args, **kwargs)
+
     def _init_layers(self) -> None:
-        self.layers = ModuleList([self.layer_type(**self.layer_cfg)
-                                  for _ in range(self.num_layers)])
+        layer_type = DecoupledRotatedDecoderLayer if self.decoupled else self.layer_type
+        self.layers = ModuleList([layer_type(**self.layer_cfg) for _ in range(self.num_layers)])
         self.embed_dims = self.layers[0].embed_dims
         if self.post_norm_cfg is not None:
             raise ValueError(f'There is not post_norm in {self._get_name()}')
         self.ref_point_head = MLP(self.embed_dims * 5, self.embed_dims, self.embed_dims, 2)
+        # decoupled: one norm per stream (classification half, localisation half)
         self.norm = nn.LayerNorm(self.embed_dims)
+        self.loc_norm = nn.LayerNorm(self.embed_dims) if self.decoupled else None
+
+    def _out_norm(self, query: Tensor) -> Tensor:
+        if not self.decoupled:
+            return self.norm(query)
+        cls, loc = query.split(self.embed_dims, dim=-1)
+        return torch.cat([self.norm(cls), self.loc_norm(loc)], dim=-1)
+
+    def _loc(self, query: Tensor) -> Tensor:
+        """What the box branches read: the localisation half when decoupled."""
+        return query[..., self.embed_dims:] if self.decoupled else query
 
     def forward(self, query: Tensor, value: Tensor, key_padding_mask: Tensor,
                 self_attn_mask: Optional[Tensor], reference_points: Tensor,
@@ -60,7 +118,10 @@ class RotatedDinoTransformerDecoder(DinoTransformerDecoder):
         """As DINO's decoder, with ``reference_points`` (B, N, 5) rotated boxes in
         [0, 1] and ``aspect_ratio`` the padded input's H / W (float or (B,)).
 
-        Returns the normed query of every layer (L, B, N, C) and the references
+        Decoupled: queries are (B, N, 2C), classification half first; the box
+        branches read the localisation half.
+
+        Returns the normed query of every layer (L, B, N, C or 2C) and the references
         (L + 1, B, N, 5): the input and each layer's refined boxes (with gradient).
         """
         if reference_points.shape[-1] != 5:
@@ -74,18 +135,18 @@ class RotatedDinoTransformerDecoder(DinoTransformerDecoder):
             angle = (ref[..., 4:] * math.pi).expand(-1, -1, box.shape[2], -1)
             ref_input = torch.cat([box, angle], -1)  # radians for the attention
             query_pos = self.ref_point_head(rbox_to_encoding(
-                torch.cat([box[:, :, 0], ref[:, :, 0, 4:]], -1), num_feats=query.shape[2]))
+                torch.cat([box[:, :, 0], ref[:, :, 0, 4:]], -1), num_feats=self.embed_dims))
             query = layer(query, query_pos=query_pos, value=value,
                           key_padding_mask=key_padding_mask, self_attn_mask=self_attn_mask,
                           spatial_shapes=spatial_shapes, level_start_index=level_start_index,
                           valid_ratios=valid_ratios, reference_points=ref_input,
                           aspect_ratio=aspect_ratio, **kwargs)
             if reg_branches is not None:
-                new_ref = (reg_branches[lid](query) +
+                new_ref = (reg_branches[lid](self._loc(query)) +
                            inverse_sigmoid(reference_points, eps=1e-3)).sigmoid()
                 reference_points = new_ref.detach()
             else:
                 new_ref = reference_points
-            intermediate.append(self.norm(query))
+            intermediate.append(self._out_norm(query))
             references.append(new_ref)
         return torch.stack(intermediate), torch.stack(references)
