@@ -106,40 +106,46 @@ def test_category_query_smoke_trains_validates_and_resumes(tiny_synthetic, tmp_p
     torch.testing.assert_close(rec.queries, saved['state_dict']['category_queries.queries'])
 
 
-RHINO_SMOKE = osp.join(CONFIG_DIR, 'synthetic', 'rhino_r18_1xb4-12e_synthetic.py')
+RHINO_BHCL_SMOKE = osp.join(CONFIG_DIR, 'synthetic',
+                            'bhcl-rhino-decoupled_r18_1xb2-12e_synthetic.py')
 
 
 @pytest.mark.slow
-def test_rhino_smoke_trains_validates_and_resumes(tiny_synthetic, tmp_path):
+def test_rhino_bhcl_smoke_trains_validates_saves_and_resumes(tiny_synthetic, tmp_path):
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
     class Record(Hook):
         def before_train(self, runner):
             self.start = runner.iter
-            self.query = runner.model.query_embedding.weight.detach().clone()
+            self.bank = runner.model.bbox_head.loss_hcl[-1].prototype_bank.prototypes.clone()
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             self.outputs = outputs
+            self.views = len(data_batch['inputs'])
 
     work = str(tmp_path / 'work')
-    opts = [f'{k}={v}' for k, v in smoke_overrides(tiny_synthetic).items()]
-    args = train_tool.parse_args([RHINO_SMOKE, '--work-dir', work, '--cfg-options', *opts])
+    args = train_tool.parse_args([RHINO_BHCL_SMOKE, '--work-dir', work, '--cfg-options',
+                                  *cfg_options(tiny_synthetic)])
     runner = Runner.from_cfg(train_tool.build_cfg(args))
     rec = Record()
     runner.register_hook(rec)
     runner.train()
-    assert {'loss_cls', 'loss_iou', 'enc_loss_bbox', 'dn_loss_iou'} <= set(rec.outputs)
+    assert rec.views == 4
+    assert {'loss_cls', 'loss_iou', 'enc_loss_bbox', 'dn_loss_iou', 'loss_hcl_lv1',
+            'd0.loss_hcl_lv2'} <= set(rec.outputs)
     assert all(torch.isfinite(v) for v in rec.outputs.values())
     assert any(k.endswith('dota/leaf_mAP') for k in runner.message_hub.log_scalars)
     saved = torch.load(osp.join(work, 'epoch_1.pth'), map_location='cpu', weights_only=False)
+    bank_key = 'bbox_head.loss_hcl.1.prototype_bank.prototypes'
+    assert bank_key in saved['state_dict']
 
-    opts = [f'{k}={v}' for k, v in smoke_overrides(tiny_synthetic, max_epochs=2).items()]
-    args = train_tool.parse_args([RHINO_SMOKE, '--work-dir', work, '--resume',
-                                  '--cfg-options', *opts])
+    args = train_tool.parse_args([RHINO_BHCL_SMOKE, '--work-dir', work, '--resume',
+                                  '--cfg-options',
+                                  *cfg_options(tiny_synthetic, **{'train_cfg.max_epochs': 2})])
     runner = Runner.from_cfg(train_tool.build_cfg(args))
     rec = Record()
     runner.register_hook(rec)
     runner.train()
     assert rec.start == 4 and runner.epoch == 2
-    torch.testing.assert_close(rec.query, saved['state_dict']['query_embedding.weight'])
+    torch.testing.assert_close(rec.bank, saved['state_dict'][bank_key])

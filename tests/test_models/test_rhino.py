@@ -143,3 +143,36 @@ def test_decoupled_streams_classes_from_the_first_half_boxes_from_the_second():
     hidden.grad = None
     box.sum().backward()
     assert hidden.grad[..., :C].abs().sum() == 0 and hidden.grad[..., C:].abs().sum() > 0
+
+
+HCL = dict(type='HierarchicalContrastiveLoss', in_channels=C, hidden_channels=64,
+           out_channels=16, temperature=0.1, loss_weight=0.6)
+
+
+@pytest.mark.parametrize('balanced', [False, True])
+def test_hcl_on_the_matched_classification_queries_of_every_layer(balanced):
+    hcl = dict(HCL, balance=True, prototype_bank=dict(type='EMAPrototypeBank', epsilon=0.1),
+               warmup_epochs=1) if balanced else HCL
+    model = build(decoder=decoupled_decoder(), bbox_head=dict(CFG['bbox_head'], loss_hcl=hcl))
+    model.set_epoch(3)
+    model.train()
+    seen = []
+    for layer, loss in enumerate(model.bbox_head.loss_hcl):
+        original = loss.forward
+
+        def spy(features, labels, classifier_weight=None, _orig=original, _layer=layer):
+            seen.append((_layer, features, labels))
+            return _orig(features, labels, classifier_weight=classifier_weight)
+        loss.forward = spy
+    imgs, samples = batch((3, 1))
+    losses = model.loss(imgs, samples)
+    assert {'loss_hcl_lv1', 'd0.loss_hcl_lv1'} <= set(losses)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    # one-to-one matching of the matching queries only: one feature per object, C wide
+    # (the classification half), labelled with the objects' nodes
+    assert [layer for layer, _, _ in seen] == [0, 1]
+    for _, features, labels in seen:
+        assert features.shape == (4, C)
+        assert sorted(labels.tolist()) == [1, 1, 2, 4]
+    total(losses).backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []

@@ -9,8 +9,9 @@ in the slot of DINO's GIoU loss, a rotated-box loss on the boxes in pixels
 box representation: the assigner's costs see the predictions in pixels
 (``(cx, cy, w, h, t)``, t in radians).
 """
+import copy
 import math
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmcv.cnn import Linear
@@ -47,13 +48,33 @@ class RotatedDINOHead(DINOHead):
     boxes. Loss keys keep DINO's names (``loss_iou`` for the rotated-box loss).
     ``decoupled``: the decoder's queries are (classification, localisation) halves
     of 2C channels; classes come from the first, boxes from the second.
+    ``loss_hcl``: a ``HierarchicalContrastiveLoss`` config, one module per decoder
+    layer on its matched classification features (``label_tree`` from the detector).
     """
 
     box_dims = 5
 
-    def __init__(self, *args, decoupled: bool = False, **kwargs) -> None:
+    def __init__(self, *args, decoupled: bool = False, loss_hcl: Optional[dict] = None,
+                 label_tree: Optional[dict] = None, **kwargs) -> None:
         self.decoupled = decoupled
         super().__init__(*args, **kwargs)
+        self.loss_hcl = None
+        if loss_hcl is not None:
+            if label_tree is None:
+                raise ValueError('RotatedDINOHead: loss_hcl needs the label tree (RHINO passes '
+                                 'its label_tree)')
+            # one loss (and prototype bank) per decoder layer, as on OrientedFormer
+            self.loss_hcl = nn.ModuleList(
+                MODELS.build(copy.deepcopy(loss_hcl), default_args=dict(
+                    label_tree=label_tree, in_channels=self.embed_dims))
+                for _ in range(self.num_pred_layer - (1 if self.as_two_stage else 0)))
+        self._hcl_feats: Optional[Tensor] = None
+        self._hcl_labels: Optional[List[Tensor]] = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pass the 0-based epoch on to the contrastive losses (their warm-up)."""
+        for loss in self.loss_hcl or ():
+            loss.set_epoch(epoch)
 
     def split_streams(self, hidden_state: Tensor) -> Tuple[Tensor, Tensor]:
         """(..., C) or, decoupled, (..., 2C) -> (what the class branch reads, what the
@@ -80,6 +101,49 @@ class RotatedDINOHead(DINOHead):
         return torch.stack(classes), torch.stack(coords)
 
     # ------------------------------------------------------------ losses
+    def loss(self, hidden_states: Tensor, references: List[Tensor], enc_outputs_class: Tensor,
+             enc_outputs_coord: Tensor, batch_data_samples, dn_meta: Dict[str, int]) -> dict:
+        """DINO's losses, plus (``loss_hcl``) the hierarchical contrastive loss on the
+        classification features of the matching queries matched at each decoder layer
+        (denoising queries excluded): ``loss_hcl_lv{l}`` for the last layer,
+        ``d{i}.loss_hcl_lv{l}`` for the others."""
+        if self.loss_hcl is not None:
+            self._hcl_feats = self.split_streams(hidden_states)[0]
+        try:
+            return super().loss(hidden_states, references, enc_outputs_class,
+                                enc_outputs_coord, batch_data_samples, dn_meta)
+        finally:
+            self._hcl_feats = None
+
+    def loss_by_feat(self, all_layers_cls_scores: Tensor, all_layers_bbox_preds: Tensor,
+                     enc_cls_scores: Tensor, enc_bbox_preds: Tensor,
+                     batch_gt_instances: InstanceList, batch_img_metas: List[dict],
+                     dn_meta: Dict[str, int], batch_gt_instances_ignore=None) -> Dict[str, Tensor]:
+        if self._hcl_feats is None:
+            return super().loss_by_feat(all_layers_cls_scores, all_layers_bbox_preds,
+                                        enc_cls_scores, enc_bbox_preds, batch_gt_instances,
+                                        batch_img_metas, dn_meta, batch_gt_instances_ignore)
+        # the matching targets of each layer (then of the encoder proposals) are recorded
+        # as DINO's loss computes them: no second Hungarian matching
+        self._hcl_labels = []
+        try:
+            losses = super().loss_by_feat(all_layers_cls_scores, all_layers_bbox_preds,
+                                          enc_cls_scores, enc_bbox_preds, batch_gt_instances,
+                                          batch_img_metas, dn_meta, batch_gt_instances_ignore)
+            labels_per_layer = self._hcl_labels[:len(self.loss_hcl)]
+        finally:
+            self._hcl_labels = None
+        num_dn = dn_meta['num_denoising_queries'] if dn_meta is not None else 0
+        feats = self._hcl_feats[:, :, num_dn:]  # (L, B, N, C) matching queries
+        last = len(self.loss_hcl) - 1
+        for layer, labels in enumerate(labels_per_layer):
+            pos = labels < self.num_classes
+            prefix = '' if layer == last else f'd{layer}.'
+            out = self.loss_hcl[layer](feats[layer].flatten(0, 1)[pos], labels[pos],
+                                       classifier_weight=self.cls_branches[layer].weight)
+            losses.update({prefix + k: v for k, v in out.items()})
+        return losses
+
     def box_losses(self, preds: Tensor, targets: Tensor, weights: Tensor, factors: Tensor,
                    avg_factor: float) -> Tuple[Tensor, Tensor]:
         """L1 on normalised (n, 5) boxes and the rotated-box loss on their pixel form.
@@ -113,6 +177,8 @@ class RotatedDINOHead(DINOHead):
         (labels_list, label_weights_list, bbox_targets_list, bbox_weights_list,
          num_total_pos, num_total_neg) = targets
         labels = torch.cat(labels_list)
+        if self._hcl_labels is not None:
+            self._hcl_labels.append(labels)
         label_weights = torch.cat(label_weights_list)
         bbox_targets = torch.cat(bbox_targets_list)
         bbox_weights = torch.cat(bbox_weights_list)

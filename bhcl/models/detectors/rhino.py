@@ -20,7 +20,9 @@ Differences from mmdet's :class:`DINO`:
   second. Matching queries get a learnt localisation half
   (``loc_query_embedding``); denoising queries one learnt localisation vector
   (``dn_loc_embedding``), so that their label noise stays in the classification
-  half and their box is given by the reference box alone, as for matching queries.
+  half and their box is given by the reference box alone, as for matching queries;
+- ``bbox_head.loss_hcl``: HCL / BHCL on the matched classification queries of every
+  decoder layer (:class:`RotatedDINOHead`), denoising queries excluded.
 """
 import copy
 from typing import Dict, Optional, Tuple, Union
@@ -59,6 +61,10 @@ class RHINO(DINO):
                                        num_classes=self.label_tree.num_classes)
         self.decoupled = bool(kwargs.get('decoder', {}).get('decoupled', False))
         kwargs['bbox_head'] = dict(kwargs['bbox_head'], decoupled=self.decoupled)
+        if kwargs['bbox_head'].get('loss_hcl') is not None:
+            if self.label_tree is None:
+                raise ValueError('RHINO: bbox_head.loss_hcl needs label_tree')
+            kwargs['bbox_head']['label_tree'] = self.label_tree.to_config()
         super().__init__(*args, dn_cfg=dn_cfg, **kwargs)
         if dn_cfg is not None:  # DINO filled in num_classes, embed_dims, num_matching_queries
             self.dn_query_generator = RotatedCdnQueryGenerator(**dn_cfg, **rotated)
@@ -89,6 +95,10 @@ class RHINO(DINO):
         if self.decoupled:
             nn.init.xavier_uniform_(self.loc_query_embedding.weight)
             nn.init.normal_(self.dn_loc_embedding, std=self.embed_dims ** -0.5)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pass the 0-based epoch on to the contrastive losses (mmdet ``SetEpochInfoHook``)."""
+        self.bbox_head.set_epoch(epoch)
 
     def forward_transformer(self, img_feats: Tuple[Tensor],
                             batch_data_samples: OptSampleList = None) -> Dict:
