@@ -4,8 +4,9 @@ Rows: baseline, + decoupling, + decoupling with two views of half as many
 images and no contrastive loss, + decoupling + HCL, + decoupling + BHCL (EMA
 prototype bank), the BHCL prototype variants (no bank, classifier weights,
 learnable), BHCL with the category-query classifier instead of the linear one,
-and mmrotate's rotated RetinaNet (ResNet-18 from scratch) as a reference for
-where the detector stands against a standard one. One optional row, '+decoupling,
+mmrotate's rotated RetinaNet (ResNet-18 from scratch) as a reference for
+where the detector stands against a standard one, and the RHINO column (RHINO,
++ decoupling, + HCL, + BHCL on the CPU-sized rotated DINO). One optional row, '+decoupling,
 SimCLR backbone', fine-tunes that model from a SimCLR-pre-trained backbone
 (``--simclr-backbone FILE``, docs/results.md gives the whole sequence), and
 three the MutDet pre-training experiment: '+decoupling, 10% labels' (the first
@@ -23,9 +24,9 @@ objects) and 300 validation images whose leaves are drawn uniformly, so that
 every class has about the same number of test objects (90 to 110). Head and
 tail groups are the most and least frequent third of the leaves in training.
 
-A run is about 14 minutes of one core (two runs at once on two cores; the
-two-core step alone is 0.61 s, about 9 minutes a run); the full ablation
-(10 rows x 3 seeds) takes about 3.7 hours on two cores. Finished runs are
+A run is 6 to 24 minutes of one core (two runs at once on two cores; the
+two-core step alone is 0.61 s, about 9 minutes a run); the default rows
+(14 rows x 3 seeds) take about 5 hours on two cores. Finished runs are
 kept in ``--work-dir`` and skipped when the script is started again;
 ``--reuse`` takes them from an earlier ``results.json`` instead.
 
@@ -82,6 +83,11 @@ VARIANTS = {
     'BHCL, category-query head': ('cq-bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py',
                                   {}),
     'rotated RetinaNet (reference)': ('rotated-retinanet_r18_fpn_1xb4-12e_synthetic.py', {}),
+    # the paper's second column: RHINO (rotated DINO) and its three ablation rows
+    'RHINO': ('rhino_r18_1xb4-12e_synthetic.py', {}),
+    'RHINO +decoupling': ('rhino-decoupled_r18_1xb4-12e_synthetic.py', {}),
+    'RHINO +decoupling+HCL': ('hcl-rhino-decoupled_r18_1xb2-12e_synthetic.py', {}),
+    'RHINO +decoupling+BHCL': ('bhcl-rhino-decoupled_r18_1xb2-12e_synthetic.py', {}),
     # '+decoupling' fine-tuned from a SimCLR backbone (--simclr-backbone, the
     # output of tools/model_converters/simclr_to_backbone.py): same budget
     '+decoupling, SimCLR backbone': (DECOUPLED, {'backbone.init_cfg': dict(

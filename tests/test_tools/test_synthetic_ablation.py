@@ -100,3 +100,19 @@ def test_separated_pairs_lists_only_non_overlapping_intervals():
     lines = abl.separated_pairs(summary)
     assert lines == ['- a vs b: ' + ', '.join(f'{label} >' for _, label in abl.COLUMNS),
                      '- b vs c: ' + ', '.join(f'{label} <' for _, label in abl.COLUMNS)]
+
+
+def test_every_row_prepares_a_four_crop_run_with_the_same_iterations(tmp_path):
+    abl = _ablation()
+    init = tmp_path / 'init.pth'
+    init.write_bytes(b'x')
+    files = dict(mutdet_init=str(init), simclr_backbone=str(init))
+    for name in abl.VARIANTS:
+        config, overrides, options = abl.row(name)
+        cfg, iters = abl.prepare_config(
+            osp.join(abl.CFG_DIR, config), overrides, str(tmp_path), str(tmp_path), 0,
+            dict(head=[], tail=[]), 800, 800, 0, 128, 1e-3, files, options)
+        assert iters == 800, name
+        loader = cfg.train_dataloader
+        views = loader.dataset.get('num_views', 1)
+        assert loader.batch_size * views == 4, name
