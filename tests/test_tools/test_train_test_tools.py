@@ -96,14 +96,23 @@ def free_port():
         return s.getsockname()[1]
 
 
+RHINO_BHCL_SMOKE = osp.join(REPO_ROOT, 'configs', 'synthetic',
+                            'bhcl-rhino-decoupled_r18_1xb2-12e_synthetic.py')
+
+
 @pytest.mark.slow
 @pytest.mark.dist
-def test_dist_train_two_cpu_processes(tiny_synthetic, tmp_path):
+@pytest.mark.parametrize('config', [SMOKE_CONFIG, RHINO_BHCL_SMOKE],
+                         ids=['orientedformer', 'rhino-bhcl'])
+def test_dist_train_two_cpu_processes(tiny_synthetic, tmp_path, config):
     work = str(tmp_path / 'dist')
     env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1')
-    cmd = ['bash', osp.join(REPO_ROOT, 'tools', 'dist_train.sh'), SMOKE_CONFIG, '2',
-           '--work-dir', work, '--cfg-options', *cfg_options(tiny_synthetic),
-           'train_cfg.val_interval=100']
+    opts = cfg_options(tiny_synthetic)
+    if config == RHINO_BHCL_SMOKE:  # two views: the training set sits in the wrapper
+        opts = [o.replace('train_dataloader.dataset.data_root',
+                          'train_dataloader.dataset.dataset.data_root') for o in opts]
+    cmd = ['bash', osp.join(REPO_ROOT, 'tools', 'dist_train.sh'), config, '2',
+           '--work-dir', work, '--cfg-options', *opts, 'train_cfg.val_interval=100']
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
