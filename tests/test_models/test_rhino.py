@@ -176,3 +176,59 @@ def test_hcl_on_the_matched_classification_queries_of_every_layer(balanced):
         assert sorted(labels.tolist()) == [1, 1, 2, 4]
     total(losses).backward()
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_joint_dn_matching_gives_background_to_positives_a_matching_query_beats():
+    from bhcl.models.layers.rotated_cdn import normalize_gt_rboxes
+    head = build(bbox_head=dict(CFG['bbox_head'], dn_joint_matching=True)).bbox_head
+    meta = dict(img_shape=(96, 128))
+    gt_boxes = torch.tensor([[30., 30, 30, 10, 0.3], [90, 60, 40, 14, 1.2]])
+    gt = InstanceData(bboxes=RotatedBoxes(gt_boxes), labels=torch.tensor([1, 4]))
+    dn_meta = dict(num_denoising_groups=2, num_denoising_queries=2 * 2 * 2)
+    labels = head._get_dn_targets_single(gt, meta, dn_meta)[0]
+    assert labels.tolist() == [1, 4, 6, 6, 1, 4, 6, 6]  # K = 6 nodes: 6 is background
+    exact = normalize_gt_rboxes(gt_boxes, meta['img_shape'])
+    far = exact.clone()
+    far[:, :2] = (far[:, :2] + 0.5) % 1
+    confident = torch.full((2, 6), -6.0)
+    confident[0, 1] = confident[1, 4] = 6.0
+    unsure = torch.full((2, 6), -6.0)
+    # matching query 0 sits on object 0 and is confident; matching query 1 is far away
+    match_box = torch.cat([exact[:1], far[1:]])
+    match_cls = torch.cat([confident[:1], unsure[1:]])
+    # group 0: positive 0 far away, positive 1 on object 1 (confident)
+    # group 1: positive 0 on object 0 but unsure (matching query 0 is better), positive 1
+    # on object 1 (confident)
+    dn_box = torch.cat([far[:1], exact[1:], far, exact, far])
+    dn_cls = torch.cat([unsure[:1], confident[1:], unsure, unsure[:1], confident[1:], unsure])
+    out = head.joint_dn_class_targets(labels, dn_cls, dn_box, match_cls, match_box, gt, meta,
+                                      dn_meta)
+    assert out.tolist() == [6, 4, 6, 6, 6, 4, 6, 6]
+    # positive 0 of both groups lost object 0 to matching query 0; negatives unchanged;
+    # the fixed targets are only relabelled, never rearranged
+    assert labels.tolist() == [1, 4, 6, 6, 1, 4, 6, 6]
+
+
+def test_joint_dn_matching_in_the_full_loss():
+    imgs, samples = batch((3, 1))
+    out, calls = {}, []
+    for joint in (False, True):
+        model = build(bbox_head=dict(CFG['bbox_head'], dn_joint_matching=joint)).train()
+        head = model.bbox_head
+        original = head.joint_dn_class_targets
+
+        def spy(labels, *args, _orig=original):
+            new = _orig(labels, *args)
+            calls.append(int((new != labels).sum()))
+            return new
+        head.joint_dn_class_targets = spy
+        torch.manual_seed(0)  # the same denoising noise
+        losses = model.loss(imgs, copy.deepcopy(samples))
+        assert all(torch.isfinite(v).all() for v in losses.values())
+        out[joint] = losses
+    assert len(calls) == 2 * 2  # decoder layers x images, with joint matching only
+    # only the denoising classification targets can change
+    for key in ('loss_cls', 'loss_bbox', 'dn_loss_bbox', 'dn_loss_iou'):
+        torch.testing.assert_close(out[True][key], out[False][key])
+    same = torch.equal(out[True]['dn_loss_cls'], out[False]['dn_loss_cls'])
+    assert same == (calls[-2:] == [0, 0])  # the last layer's relabelled positives

@@ -50,14 +50,19 @@ class RotatedDINOHead(DINOHead):
     of 2C channels; classes come from the first, boxes from the second.
     ``loss_hcl``: a ``HierarchicalContrastiveLoss`` config, one module per decoder
     layer on its matched classification features (``label_tree`` from the detector).
+    ``dn_joint_matching``: RHINO's paper variant for the positive denoising queries
+    (:meth:`joint_dn_class_targets`); False: DINO's fixed targets.
     """
 
     box_dims = 5
 
     def __init__(self, *args, decoupled: bool = False, loss_hcl: Optional[dict] = None,
-                 label_tree: Optional[dict] = None, **kwargs) -> None:
+                 label_tree: Optional[dict] = None, dn_joint_matching: bool = False,
+                 **kwargs) -> None:
         self.decoupled = decoupled
+        self.dn_joint_matching = dn_joint_matching
         super().__init__(*args, **kwargs)
+        self._matching_outputs: Optional[Tuple[Tensor, Tensor]] = None
         self.loss_hcl = None
         if loss_hcl is not None:
             if label_tree is None:
@@ -119,6 +124,19 @@ class RotatedDINOHead(DINOHead):
                      enc_cls_scores: Tensor, enc_bbox_preds: Tensor,
                      batch_gt_instances: InstanceList, batch_img_metas: List[dict],
                      dn_meta: Dict[str, int], batch_gt_instances_ignore=None) -> Dict[str, Tensor]:
+        if self.dn_joint_matching and dn_meta is not None:
+            self._matching_outputs = self.split_outputs(all_layers_cls_scores,
+                                                        all_layers_bbox_preds, dn_meta)[:2]
+        try:
+            return self._loss_by_feat(all_layers_cls_scores, all_layers_bbox_preds,
+                                      enc_cls_scores, enc_bbox_preds, batch_gt_instances,
+                                      batch_img_metas, dn_meta, batch_gt_instances_ignore)
+        finally:
+            self._matching_outputs = None
+
+    def _loss_by_feat(self, all_layers_cls_scores, all_layers_bbox_preds, enc_cls_scores,
+                      enc_bbox_preds, batch_gt_instances, batch_img_metas, dn_meta,
+                      batch_gt_instances_ignore):
         if self._hcl_feats is None:
             return super().loss_by_feat(all_layers_cls_scores, all_layers_bbox_preds,
                                         enc_cls_scores, enc_bbox_preds, batch_gt_instances,
@@ -228,13 +246,30 @@ class RotatedDINOHead(DINOHead):
         bbox_targets[pos_inds] = normalize_gt_rboxes(gt_boxes[pos_gt], img_meta['img_shape'])
         return labels, label_weights, bbox_targets, bbox_weights, pos_inds, neg_inds
 
+    def loss_dn(self, all_layers_denoising_cls_scores: Tensor,
+                all_layers_denoising_bbox_preds: Tensor, batch_gt_instances: InstanceList,
+                batch_img_metas: List[dict], dn_meta: Dict[str, int]) -> Tuple[List[Tensor]]:
+        """Denoising losses per decoder layer: (cls, bbox, iou) lists."""
+        out = [self._loss_dn_single(cls, box, batch_gt_instances, batch_img_metas, dn_meta,
+                                    layer=layer)
+               for layer, (cls, box) in enumerate(zip(all_layers_denoising_cls_scores,
+                                                      all_layers_denoising_bbox_preds))]
+        return tuple(map(list, zip(*out)))
+
     def _loss_dn_single(self, dn_cls_scores: Tensor, dn_bbox_preds: Tensor,
                         batch_gt_instances: InstanceList, batch_img_metas: List[dict],
-                        dn_meta: Dict[str, int]) -> Tuple[Tensor]:
-        """Denoising losses of one decoder layer (fixed targets, as in DINO)."""
+                        dn_meta: Dict[str, int], layer: Optional[int] = None) -> Tuple[Tensor]:
+        """Denoising losses of one decoder layer: DINO's fixed targets, or with
+        ``dn_joint_matching`` the class targets of :meth:`joint_dn_class_targets`."""
         (labels_list, label_weights_list, bbox_targets_list, bbox_weights_list,
          num_total_pos, num_total_neg) = self.get_dn_targets(batch_gt_instances,
                                                              batch_img_metas, dn_meta)
+        if self._matching_outputs is not None and layer is not None:
+            match_cls, match_box = (t[layer] for t in self._matching_outputs)
+            labels_list = [self.joint_dn_class_targets(
+                labels, dn_cls_scores[i], dn_bbox_preds[i], match_cls[i], match_box[i],
+                batch_gt_instances[i], batch_img_metas[i], dn_meta)
+                for i, labels in enumerate(labels_list)]
         return self._losses(dn_cls_scores, dn_bbox_preds, torch.cat(labels_list),
                             torch.cat(label_weights_list), torch.cat(bbox_targets_list),
                             torch.cat(bbox_weights_list), num_total_pos, num_total_neg,
@@ -265,6 +300,39 @@ class RotatedDINOHead(DINOHead):
             bbox_targets[pos_inds] = normalize_gt_rboxes(
                 gt_boxes, img_meta['img_shape']).repeat(num_groups, 1)
         return labels, label_weights, bbox_targets, bbox_weights, pos_inds, neg_inds
+
+    @torch.no_grad()
+    def joint_dn_class_targets(self, labels: Tensor, dn_cls: Tensor, dn_box: Tensor,
+                               match_cls: Tensor, match_box: Tensor, gt_instances: InstanceData,
+                               img_meta: dict, dn_meta: Dict[str, int]) -> Tensor:
+        """RHINO's joint matching of positive denoising queries, for one image and layer.
+
+        Per denoising group, the group's positive queries and the matching queries are
+        Hungarian-matched together to the ground truth (the detector's assigner and
+        costs). Positive query i keeps object i's class only when the matching picks it
+        for object i; otherwise its class target is background, while its box target
+        stays object i's (the regression loss is unchanged). A positive query that
+        duplicates a better matching query thus learns not to score.
+        """
+        num_gt = len(gt_instances)
+        if num_gt == 0:
+            return labels
+        labels = labels.clone()
+        num_groups = dn_meta['num_denoising_groups']
+        per_group = dn_meta['num_denoising_queries'] // num_groups
+        n = len(match_cls)
+        gt = InstanceData(bboxes=_gt_tensor(gt_instances).to(dn_box),
+                          labels=gt_instances.labels)
+        shape = img_meta['img_shape']
+        for g in range(num_groups):
+            pos = g * per_group + torch.arange(num_gt, device=labels.device)
+            cand = InstanceData(
+                scores=torch.cat([match_cls, dn_cls[pos]]),
+                bboxes=denormalize_rboxes(torch.cat([match_box, dn_box[pos]]), shape))
+            gt_inds = self.assigner.assign(cand, gt, img_meta).gt_inds
+            own = gt_inds[n:] == torch.arange(1, num_gt + 1, device=gt_inds.device)
+            labels[pos[~own]] = self.num_classes
+        return labels
 
     # --------------------------------------------------------- inference
     def _predict_by_feat_single(self, cls_score: Tensor, bbox_pred: Tensor, img_meta: dict,

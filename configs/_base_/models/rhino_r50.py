@@ -3,6 +3,7 @@
 # (FFN 2048, 8 heads, 4 levels x 4 points); 900 queries from two-stage selection,
 # iterative refinement of (cx, cy, w, h, t/pi); contrastive denoising with rotated
 # boxes (label noise 0.5, box noise 1.0, 100 DN queries, at most 30 groups);
+# positive denoising queries matched jointly with the matching queries ("PHC");
 # matching focal 2 + corner Hausdorff 5 + Gaussian KLD 5; losses focal 1, L1 5,
 # KLD 5; top 500 (query, class) pairs at test time, no NMS. The algorithm config
 # supplies `label_tree`; the number of classes comes from the tree.
@@ -55,6 +56,9 @@ model = dict(
         type='RotatedDINOHead',
         embed_dims=256,
         sync_cls_avg_factor=True,
+        # the paper's variant: positive denoising queries matched jointly with the
+        # matching queries, per group (RotatedDINOHead.joint_dn_class_targets)
+        dn_joint_matching=True,
         loss_cls=dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
                       loss_weight=1.0),
         loss_bbox=dict(type='mmdet.L1Loss', loss_weight=5.0),
