@@ -273,7 +273,7 @@ def run_settings(args, variant):
     settings = dict(iters=args.iters, lr=args.lr)
     for dest in files_used(variant):  # a file the row reads, by name and size
         path = getattr(args, dest)
-        settings[dest] = (osp.basename(path), osp.getsize(path))
+        settings[dest] = [osp.basename(path), osp.getsize(path)]  # as JSON stores it
     return settings
 
 

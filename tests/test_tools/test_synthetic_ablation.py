@@ -64,7 +64,7 @@ def test_simclr_row_needs_its_backbone_file_and_keys_reuse_on_it(tmp_path, capsy
     class Args:
         iters, lr, simclr_backbone = 800, 1e-3, str(backbone)
     assert abl.run_settings(Args, row) == dict(iters=800, lr=1e-3,
-                                               simclr_backbone=('r18.pth', 10))
+                                               simclr_backbone=['r18.pth', 10])
     assert abl.run_settings(Args, '+decoupling') == dict(iters=800, lr=1e-3)
 
 
