@@ -108,10 +108,13 @@ def test_category_query_smoke_trains_validates_and_resumes(tiny_synthetic, tmp_p
 
 RHINO_BHCL_SMOKE = osp.join(CONFIG_DIR, 'synthetic',
                             'bhcl-rhino-decoupled_r18_1xb2-12e_synthetic.py')
+RHINO_CQ_SMOKE = osp.join(CONFIG_DIR, 'synthetic',
+                          'cq-bhcl-rhino-decoupled_r18_1xb2-12e_synthetic.py')
 
 
 @pytest.mark.slow
-def test_rhino_bhcl_smoke_trains_validates_saves_and_resumes(tiny_synthetic, tmp_path):
+@pytest.mark.parametrize('config', [RHINO_BHCL_SMOKE, RHINO_CQ_SMOKE], ids=['bhcl', 'cq-bhcl'])
+def test_rhino_bhcl_smoke_trains_validates_saves_and_resumes(tiny_synthetic, tmp_path, config):
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
@@ -125,7 +128,7 @@ def test_rhino_bhcl_smoke_trains_validates_saves_and_resumes(tiny_synthetic, tmp
             self.views = len(data_batch['inputs'])
 
     work = str(tmp_path / 'work')
-    args = train_tool.parse_args([RHINO_BHCL_SMOKE, '--work-dir', work, '--cfg-options',
+    args = train_tool.parse_args([config, '--work-dir', work, '--cfg-options',
                                   *cfg_options(tiny_synthetic)])
     runner = Runner.from_cfg(train_tool.build_cfg(args))
     rec = Record()
@@ -134,13 +137,14 @@ def test_rhino_bhcl_smoke_trains_validates_saves_and_resumes(tiny_synthetic, tmp
     assert rec.views == 4
     assert {'loss_cls', 'loss_iou', 'enc_loss_bbox', 'dn_loss_iou', 'loss_hcl_lv1',
             'd0.loss_hcl_lv2'} <= set(rec.outputs)
+    assert ('loss_presence' in rec.outputs) == (config == RHINO_CQ_SMOKE)
     assert all(torch.isfinite(v) for v in rec.outputs.values())
     assert any(k.endswith('dota/leaf_mAP') for k in runner.message_hub.log_scalars)
     saved = torch.load(osp.join(work, 'epoch_1.pth'), map_location='cpu', weights_only=False)
     bank_key = 'bbox_head.loss_hcl.1.prototype_bank.prototypes'
     assert bank_key in saved['state_dict']
 
-    args = train_tool.parse_args([RHINO_BHCL_SMOKE, '--work-dir', work, '--resume',
+    args = train_tool.parse_args([config, '--work-dir', work, '--resume',
                                   '--cfg-options',
                                   *cfg_options(tiny_synthetic, **{'train_cfg.max_epochs': 2})])
     runner = Runner.from_cfg(train_tool.build_cfg(args))

@@ -232,3 +232,25 @@ def test_joint_dn_matching_in_the_full_loss():
         torch.testing.assert_close(out[True][key], out[False][key])
     same = torch.equal(out[True]['dn_loss_cls'], out[False]['dn_loss_cls'])
     assert same == (calls[-2:] == [0, 0])  # the last layer's relabelled positives
+
+
+def test_category_query_classifier_with_bhcl_on_decoupled_rhino():
+    cq = dict(type='CategoryQueries', topk=3, num_heads=4, feat_level=-1)
+    hcl = dict(HCL, balance=True, prototype_bank=dict(type='ClassifierPrototypeBank'))
+    model = build(decoder=decoupled_decoder(),
+                  bbox_head=dict(CFG['bbox_head'], classifier=cq, loss_hcl=hcl)).train()
+    head = model.bbox_head
+    assert head.cls_branches[0].out_features == C  # projections onto the category queries
+    assert head.cls_branches[-1].out_features == 6  # the encoder proposals' linear scorer
+    imgs, samples = batch((3, 1))
+    losses = model.loss(imgs, samples)
+    assert {'loss_presence', 'loss_cls', 'dn_loss_cls', 'loss_hcl_lv1'} <= set(losses)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    total(losses).backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+    assert head.category_queries.queries.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        pred = model.predict(imgs, samples)[0].pred_instances
+    # top 3 categories per image, leaves only: at most 3 distinct labels, all leaves
+    assert set(pred.labels.tolist()) <= {1, 2, 4, 5} and len(set(pred.labels.tolist())) <= 3

@@ -58,11 +58,24 @@ class RotatedDINOHead(DINOHead):
 
     def __init__(self, *args, decoupled: bool = False, loss_hcl: Optional[dict] = None,
                  label_tree: Optional[dict] = None, dn_joint_matching: bool = False,
-                 **kwargs) -> None:
+                 classifier: Optional[dict] = None, **kwargs) -> None:
         self.decoupled = decoupled
         self.dn_joint_matching = dn_joint_matching
+        self.classifier_cfg = classifier
         super().__init__(*args, **kwargs)
         self._matching_outputs: Optional[Tuple[Tensor, Tensor]] = None
+        self._cq: Optional[dict] = None
+        self.category_queries = None
+        if classifier is not None:
+            if label_tree is None:
+                raise ValueError('RotatedDINOHead: classifier needs the label tree (RHINO '
+                                 'passes its label_tree)')
+            self.category_queries = MODELS.build(copy.deepcopy(classifier), default_args=dict(
+                label_tree=label_tree, embed_dims=self.embed_dims))
+            # the decoder layers' classifiers become projections onto the category
+            # queries; the encoder proposals keep their linear scorer
+            for layer in range(self.num_pred_layer - (1 if self.as_two_stage else 0)):
+                self.cls_branches[layer] = Linear(self.embed_dims, self.embed_dims)
         self.loss_hcl = None
         if loss_hcl is not None:
             if label_tree is None:
@@ -101,24 +114,68 @@ class RotatedDINOHead(DINOHead):
         for layer_id in range(hidden_states.shape[0]):
             reference = inverse_sigmoid(references[layer_id], eps=1e-3)
             cls_in, reg_in = self.split_streams(hidden_states[layer_id])
-            classes.append(self.cls_branches[layer_id](cls_in))
+            if self._cq is not None:  # similarity to the image's category embeddings
+                classes.append(self.category_queries.logits(self.cls_branches[layer_id](cls_in),
+                                                            self._cq['emb']))
+            else:
+                classes.append(self.cls_branches[layer_id](cls_in))
             coords.append((self.reg_branches[layer_id](reg_in) + reference).sigmoid())
         return torch.stack(classes), torch.stack(coords)
 
     # ------------------------------------------------------------ losses
+    def run_category_queries(self, img_feats, batch_data_samples, training: bool) -> None:
+        """Image-conditioned category embeddings, presence logits and selection of the
+        batch (``classifier``), kept for this forward."""
+        cq = self.category_queries
+        gt_labels = [s.gt_instances.labels for s in batch_data_samples] if training else None
+        categories = cq.category_embeddings()
+        emb, presence, selected = cq(img_feats, gt_labels, categories=categories)
+        self._cq = dict(emb=emb, presence=presence, selected=selected, categories=categories,
+                        gt_labels=gt_labels)
+
+    def predict(self, hidden_states: Tensor, references: List[Tensor], batch_data_samples,
+                rescale: bool = True, img_feats=None) -> InstanceList:
+        """DINO's inference; with ``classifier`` the categories outside each image's
+        selection are never predicted."""
+        if self.category_queries is not None:
+            self.run_category_queries(img_feats, batch_data_samples, training=False)
+        try:
+            return super().predict(hidden_states, references, batch_data_samples, rescale)
+        finally:
+            self._cq = None
+
+    def predict_by_feat(self, all_layers_cls_scores: Tensor, all_layers_bbox_preds: Tensor,
+                        batch_img_metas: List[dict], rescale: bool = False) -> InstanceList:
+        if self._cq is not None:
+            keep = self._cq['selected'][None, :, None, :]  # (1, B, 1, K)
+            all_layers_cls_scores = all_layers_cls_scores.masked_fill(~keep, float('-inf'))
+        return super().predict_by_feat(all_layers_cls_scores, all_layers_bbox_preds,
+                                       batch_img_metas, rescale)
+
     def loss(self, hidden_states: Tensor, references: List[Tensor], enc_outputs_class: Tensor,
-             enc_outputs_coord: Tensor, batch_data_samples, dn_meta: Dict[str, int]) -> dict:
+             enc_outputs_coord: Tensor, batch_data_samples, dn_meta: Dict[str, int],
+             img_feats=None) -> dict:
         """DINO's losses, plus (``loss_hcl``) the hierarchical contrastive loss on the
         classification features of the matching queries matched at each decoder layer
         (denoising queries excluded): ``loss_hcl_lv{l}`` for the last layer,
         ``d{i}.loss_hcl_lv{l}`` for the others."""
         if self.loss_hcl is not None:
             self._hcl_feats = self.split_streams(hidden_states)[0]
+        if self.category_queries is not None:
+            self.run_category_queries(img_feats, batch_data_samples, training=True)
         try:
-            return super().loss(hidden_states, references, enc_outputs_class,
-                                enc_outputs_coord, batch_data_samples, dn_meta)
+            losses = super().loss(hidden_states, references, enc_outputs_class,
+                                  enc_outputs_coord, batch_data_samples, dn_meta)
+            if self._cq is not None:
+                cq = self.category_queries
+                target = cq.presence_targets(self._cq['gt_labels'], len(batch_data_samples),
+                                             self._cq['presence'].device)
+                losses['loss_presence'] = cq.loss_weight * cq.presence_loss(
+                    self._cq['presence'], target)
+            return losses
         finally:
             self._hcl_feats = None
+            self._cq = None
 
     def loss_by_feat(self, all_layers_cls_scores: Tensor, all_layers_bbox_preds: Tensor,
                      enc_cls_scores: Tensor, enc_bbox_preds: Tensor,
@@ -158,7 +215,7 @@ class RotatedDINOHead(DINOHead):
             pos = labels < self.num_classes
             prefix = '' if layer == last else f'd{layer}.'
             out = self.loss_hcl[layer](feats[layer].flatten(0, 1)[pos], labels[pos],
-                                       classifier_weight=self.cls_branches[layer].weight)
+                                       classifier_weight=self._classifier_weight(layer))
             losses.update({prefix + k: v for k, v in out.items()})
         return losses
 
@@ -210,6 +267,11 @@ class RotatedDINOHead(DINOHead):
         if self.sync_cls_avg_factor:
             cls_avg_factor = reduce_mean(cls_scores.new_tensor([cls_avg_factor]))
         cls_avg_factor = max(cls_avg_factor, 1)
+        if self._cq is not None:
+            # categories outside an image's selection take no part in its loss
+            per_image = len(cls_scores) // len(self._cq['selected'])
+            label_weights = label_weights[:, None] * self._cq['selected'].repeat_interleave(
+                per_image, dim=0).to(label_weights)
         if len(cls_scores):
             loss_cls = self.loss_cls(cls_scores, labels, label_weights,
                                      avg_factor=cls_avg_factor)
@@ -301,6 +363,19 @@ class RotatedDINOHead(DINOHead):
                 gt_boxes, img_meta['img_shape']).repeat(num_groups, 1)
         return labels, label_weights, bbox_targets, bbox_weights, pos_inds, neg_inds
 
+    def _classifier_weight(self, layer: int) -> Tensor:
+        """HCL's classifier-weight bank: the linear classifier's rows, or the category
+        queries with the category-query classifier."""
+        if self._cq is not None:
+            return self._cq['categories']
+        return self.cls_branches[layer].weight
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.category_queries is not None:  # projections: the prior sits in the logits
+            for layer in range(self.num_pred_layer - (1 if self.as_two_stage else 0)):
+                nn.init.zeros_(self.cls_branches[layer].bias)
+
     @torch.no_grad()
     def joint_dn_class_targets(self, labels: Tensor, dn_cls: Tensor, dn_box: Tensor,
                                match_cls: Tensor, match_box: Tensor, gt_instances: InstanceData,
@@ -345,6 +420,8 @@ class RotatedDINOHead(DINOHead):
             cls_score = cls_score.masked_fill(~mask, float('-inf'))
         max_per_img = self.test_cfg.get('max_per_img', len(cls_score))
         scores, idx = cls_score.sigmoid().flatten().topk(min(max_per_img, cls_score.numel()))
+        keep = scores > 0  # masked (query, class) pairs fill the top-k with zeros: drop them
+        scores, idx = scores[keep], idx[keep]
         labels = idx % self.num_classes
         boxes = denormalize_rboxes(bbox_pred[idx // self.num_classes], img_meta['img_shape'])
         if rescale and 'scale_factor' in img_meta:

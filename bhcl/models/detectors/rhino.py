@@ -22,7 +22,10 @@ Differences from mmdet's :class:`DINO`:
   (``dn_loc_embedding``), so that their label noise stays in the classification
   half and their box is given by the reference box alone, as for matching queries;
 - ``bbox_head.loss_hcl``: HCL / BHCL on the matched classification queries of every
-  decoder layer (:class:`RotatedDINOHead`), denoising queries excluded.
+  decoder layer (:class:`RotatedDINOHead`), denoising queries excluded;
+- ``bbox_head.classifier``: category-query classification
+  (:class:`~bhcl.models.layers.CategoryQueries`) of the decoder layers' classification
+  queries, conditioned on the neck's maps; the encoder proposals keep a linear scorer.
 """
 import copy
 from typing import Dict, Optional, Tuple, Union
@@ -61,9 +64,9 @@ class RHINO(DINO):
                                        num_classes=self.label_tree.num_classes)
         self.decoupled = bool(kwargs.get('decoder', {}).get('decoupled', False))
         kwargs['bbox_head'] = dict(kwargs['bbox_head'], decoupled=self.decoupled)
-        if kwargs['bbox_head'].get('loss_hcl') is not None:
+        if any(kwargs['bbox_head'].get(k) is not None for k in ('loss_hcl', 'classifier')):
             if self.label_tree is None:
-                raise ValueError('RHINO: bbox_head.loss_hcl needs label_tree')
+                raise ValueError('RHINO: bbox_head.loss_hcl / classifier need label_tree')
             kwargs['bbox_head']['label_tree'] = self.label_tree.to_config()
         super().__init__(*args, dn_cfg=dn_cfg, **kwargs)
         if dn_cfg is not None:  # DINO filled in num_classes, embed_dims, num_matching_queries
@@ -110,6 +113,8 @@ class RHINO(DINO):
         h, w = batch_data_samples[0].batch_input_shape
         decoder_inputs['aspect_ratio'] = h / w  # the padded input's, for rotated sampling
         head_inputs.update(self.forward_decoder(**decoder_inputs))
+        if self.bbox_head.category_queries is not None:  # they attend to the neck's maps
+            head_inputs['img_feats'] = img_feats
         return head_inputs
 
     def pre_decoder(self, memory: Tensor, memory_mask: Tensor, spatial_shapes: Tensor,
