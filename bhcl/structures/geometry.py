@@ -19,6 +19,12 @@ import cv2
 import numpy as np
 
 
+def box_tensor(boxes):
+    """The plain (n, 5) tensor of an mmrotate box object (``RotatedBoxes``: its
+    ``.tensor``), or ``boxes`` itself when it already is one."""
+    return boxes.tensor if hasattr(boxes, 'tensor') else boxes
+
+
 def regularize_le90(boxes):
     """(..., 5) boxes ``(cx, cy, w, h, t)`` -> the same boxes written in le90.
 

@@ -24,6 +24,7 @@ from mmrotate.structures.bbox import RotatedBoxes
 from torch import Tensor, nn
 
 from bhcl.models.layers.rotated_cdn import normalize_gt_rboxes
+from bhcl.structures.geometry import box_tensor
 
 
 def denormalize_rboxes(boxes: Tensor, img_shape) -> Tensor:
@@ -31,11 +32,6 @@ def denormalize_rboxes(boxes: Tensor, img_shape) -> Tensor:
     h, w = img_shape[:2]
     return torch.cat([boxes[..., :4] * boxes.new_tensor([w, h, w, h]),
                       boxes[..., 4:] * math.pi], dim=-1)
-
-
-def _gt_tensor(gt: InstanceData) -> Tensor:
-    boxes = gt.bboxes
-    return boxes.tensor if hasattr(boxes, 'tensor') else boxes
 
 
 @MODELS.register_module()
@@ -289,7 +285,7 @@ class RotatedDINOHead(DINOHead):
                             gt_instances: InstanceData, img_meta: dict) -> tuple:
         """Hungarian targets of one image: labels, weights, normalised box targets."""
         num_bboxes = bbox_pred.size(0)
-        gt_boxes = _gt_tensor(gt_instances).to(bbox_pred)
+        gt_boxes = box_tensor(gt_instances.bboxes).to(bbox_pred)
         pred_instances = InstanceData(scores=cls_score,
                                       bboxes=denormalize_rboxes(bbox_pred, img_meta['img_shape']))
         assign = self.assigner.assign(
@@ -340,7 +336,7 @@ class RotatedDINOHead(DINOHead):
     def _get_dn_targets_single(self, gt_instances: InstanceData, img_meta: dict,
                                dn_meta: Dict[str, int]) -> tuple:
         """As DINO: positive query i of group g targets object i; negatives are background."""
-        gt_boxes = _gt_tensor(gt_instances)
+        gt_boxes = box_tensor(gt_instances.bboxes)
         gt_labels = gt_instances.labels
         num_groups = dn_meta['num_denoising_groups']
         num_dn = dn_meta['num_denoising_queries']
@@ -396,7 +392,7 @@ class RotatedDINOHead(DINOHead):
         num_groups = dn_meta['num_denoising_groups']
         per_group = dn_meta['num_denoising_queries'] // num_groups
         n = len(match_cls)
-        gt = InstanceData(bboxes=_gt_tensor(gt_instances).to(dn_box),
+        gt = InstanceData(bboxes=box_tensor(gt_instances.bboxes).to(dn_box),
                           labels=gt_instances.labels)
         shape = img_meta['img_shape']
         for g in range(num_groups):

@@ -29,6 +29,8 @@ from mmdet.utils import OptConfigType
 from mmrotate.registry import MODELS
 from torch import Tensor
 
+from bhcl.structures.geometry import box_tensor
+
 
 def wrap_angle_0_pi(t: Tensor) -> Tensor:
     """Angles (radians) -> [0, pi), the same rectangles."""
@@ -86,8 +88,7 @@ class RotatedCdnQueryGenerator(CdnQueryGenerator):
         ``labels``) and ``img_shape`` of each sample; see the class docstring."""
         gt_labels_list, gt_bboxes_list = [], []
         for sample in batch_data_samples:
-            bboxes = sample.gt_instances.bboxes
-            bboxes = bboxes.tensor if hasattr(bboxes, 'tensor') else bboxes
+            bboxes = box_tensor(sample.gt_instances.bboxes)
             gt_bboxes_list.append(normalize_gt_rboxes(bboxes, sample.img_shape))
             gt_labels_list.append(sample.gt_instances.labels)
         gt_labels = torch.cat(gt_labels_list)

@@ -15,6 +15,8 @@ from mmrotate.models.losses.gaussian_dist_loss import postprocess, xy_wh_r_2_xy_
 from mmrotate.registry import TASK_UTILS
 from torch import Tensor
 
+from bhcl.structures.geometry import box_tensor
+
 FUNS = ('log1p', 'sqrt', 'none')
 
 
@@ -87,8 +89,7 @@ class GaussianKLDCost(BaseMatchCost):
         non-square images.
         """
         pred, gt = pred_instances.bboxes, gt_instances.bboxes
-        pred = pred.tensor if hasattr(pred, 'tensor') else pred
-        gt = gt.tensor if hasattr(gt, 'tensor') else gt
+        pred, gt = box_tensor(pred), box_tensor(gt)
         cost = pairwise_gaussian_kld(pred.float(), gt.to(pred.device).float(), fun=self.fun,
                                      tau=self.tau, alpha=self.alpha, sqrt=self.sqrt)
         return cost * self.weight

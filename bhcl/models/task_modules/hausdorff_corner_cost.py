@@ -14,6 +14,7 @@ from mmrotate.registry import TASK_UTILS
 from torch import Tensor
 
 from bhcl.ops.rotated_iou import box_corners
+from bhcl.structures.geometry import box_tensor
 
 BOX_FORMATS = ('xywht', 'qbox')
 
@@ -102,8 +103,7 @@ class HausdorffCornerCost(BaseMatchCost):
                  **kwargs) -> Tensor:
         """Returns the (num_preds, num_gts) cost."""
         pred, gt = pred_instances.bboxes, gt_instances.bboxes
-        pred = pred.tensor if hasattr(pred, 'tensor') else pred
-        gt = gt.tensor if hasattr(gt, 'tensor') else gt
+        pred, gt = box_tensor(pred), box_tensor(gt)
         img_shape = None if img_meta is None else img_meta['img_shape']
         cost = corner_hausdorff_cost(pred.float(), gt.to(pred.device).float(), img_shape,
                                      self.box_format)

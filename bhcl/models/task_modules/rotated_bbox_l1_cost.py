@@ -8,6 +8,8 @@ from mmengine.structures import InstanceData
 from mmrotate.registry import TASK_UTILS
 from torch import Tensor
 
+from bhcl.structures.geometry import box_tensor
+
 
 ANGLE_OFFSETS = {'le90': math.pi / 2, 'le135': math.pi / 4, 'oc': math.pi / 2}
 
@@ -44,10 +46,6 @@ def normalize_rboxes(boxes: Tensor, img_shape, angle_version: Optional[str] = No
     return torch.cat([out[..., :4], t], dim=-1)
 
 
-def _tensor(boxes) -> Tensor:
-    return boxes.tensor if hasattr(boxes, 'tensor') else boxes
-
-
 @TASK_UTILS.register_module()
 class RotatedBBoxL1Cost(BaseMatchCost):
     """``weight * ||normalised pred - normalised gt||_1`` over ``(cx, cy, w, h, t)``.
@@ -72,7 +70,7 @@ class RotatedBBoxL1Cost(BaseMatchCost):
                  img_meta: Optional[dict] = None,
                  **kwargs) -> Tensor:
         """Returns the (num_preds, num_gts) cost."""
-        pred, gt = _tensor(pred_instances.bboxes), _tensor(gt_instances.bboxes)
+        pred, gt = box_tensor(pred_instances.bboxes), box_tensor(gt_instances.bboxes)
         if img_meta is not None:
             pred = normalize_rboxes(pred, img_meta['img_shape'], self.angle_version)
             gt = normalize_rboxes(gt, img_meta['img_shape'], self.angle_version)
