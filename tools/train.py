@@ -48,6 +48,11 @@ def main(argv=None):
     init_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        # release the process group before exit: gloo's threads otherwise may still be
+        # alive at interpreter teardown ('terminate called without an active exception')
+        dist.destroy_process_group()
 
 
 if __name__ == '__main__':
