@@ -102,8 +102,7 @@ RHINO_BHCL_SMOKE = osp.join(REPO_ROOT, 'configs', 'synthetic',
 
 @pytest.mark.slow
 @pytest.mark.dist
-@pytest.mark.parametrize('config', [SMOKE_CONFIG, RHINO_BHCL_SMOKE],
-                         ids=['orientedformer', 'rhino-bhcl'])
+@pytest.mark.parametrize('config', [SMOKE_CONFIG], ids=['orientedformer'])
 def test_dist_train_two_cpu_processes(tiny_synthetic, tmp_path, config):
     work = str(tmp_path / 'dist')
     env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1')
