@@ -78,6 +78,32 @@ def test_every_loss_key_finite_and_every_trainable_parameter_gets_a_gradient():
         assert sum(grads) > 0, name
 
 
+def test_alignment_reuses_the_detection_loss_matching_of_the_last_stage():
+    model = build()
+    model.train()
+    imgs, samples = batch()
+    calls, aligned = [], []
+    match_indices, query_alignment = model.match_indices, model.query_alignment
+
+    def spy_match(stage, gts, metas):
+        calls.append(match_indices(stage, gts, metas))
+        return calls[-1]
+
+    def spy_align(stage, match, objects):
+        aligned.append(match)
+        return query_alignment(stage, match, objects)
+
+    model.match_indices, model.query_alignment = spy_match, spy_align
+    model.loss(imgs, samples)
+    stages = 2  # decoder stages of the synthetic config
+    # one Hungarian matching per stage and pass (plain, enhanced), none for the alignment
+    assert len(calls) == 2 * stages
+    assert len(aligned) == 2
+    for match, recorded in zip(aligned, (calls[stages - 1], calls[-1])):
+        assert all(a is b for a, b in zip(match, recorded[:3]))
+    assert len(aligned[0][0]) == 5  # 3 + 2 pseudo-objects, all matched
+
+
 def test_frozen_backbone_is_unchanged_by_a_training_step():
     model = build(freeze_backbone=True)
     model.train()
@@ -198,9 +224,8 @@ def test_alignment_pairs_each_matched_query_and_token_with_its_own_object():
     # query alignment: positives (image, query, object) fixed by hand
     stage = type('S', (), {})()
     stage.cls_feats = torch.randn(b, n, c)
-    pre.match_indices = lambda *a: (torch.tensor([0, 1, 1]), torch.tensor([5, 7, 2]),
-                                    torch.tensor([2, 0, 1]), None)
-    pre.query_alignment(stage, objects, [None, None], [None, None])
+    match = (torch.tensor([0, 1, 1]), torch.tensor([5, 7, 2]), torch.tensor([2, 0, 1]))
+    pre.query_alignment(stage, match, objects)
     pred, target = seen[-1]
     assert torch.equal(target, objects[[0, 1, 1], [2, 0, 1]])
     assert torch.allclose(pred, pre.query_embed_head(stage.cls_feats[[0, 1, 1], [5, 7, 2]]))

@@ -122,10 +122,11 @@ class MutDetPretrainer(OrientedQueryDETR):
             start += h * w
         return maps, obj, tok
 
-    def query_alignment(self, stage: StageOutput, objects: Tensor, gts: List[InstanceData],
-                        metas: List[dict]) -> Tensor:
-        """InfoNCE between the matched queries' predicted embeddings and their objects."""
-        pos_b, pos_q, pos_gt, _ = self.match_indices(stage, gts, metas)
+    def query_alignment(self, stage: StageOutput, match: Tuple[Tensor, Tensor, Tensor],
+                        objects: Tensor) -> Tensor:
+        """InfoNCE between the matched queries' predicted embeddings and their objects;
+        ``match`` is the stage's ``(pos_b, pos_q, pos_gt)`` from its detection loss."""
+        pos_b, pos_q, pos_gt = match
         pred = self.query_embed_head(stage.cls_feats[pos_b, pos_q])
         return self.loss_align(pred, objects[pos_b, pos_gt])
 
@@ -167,15 +168,19 @@ class MutDetPretrainer(OrientedQueryDETR):
         labels = [gt.labels for gt in gts]
         feats = self.extract_feat(batch_inputs)
         head, stages = self.decode(feats, labels)
-        losses = self.detection_losses(head, stages, gts, metas)
+        # each stage's Hungarian matching, recorded by the detection loss for the alignment
+        matches, enh_matches = [], []
+        losses = self.detection_losses(head, stages, gts, metas, matches)
 
         objects, obj_mask = self.pad_objects(embeddings)
         enh_maps, enh_obj, enh_tokens = self.enhance(feats, objects, obj_mask)
         enh_head, enh_stages = self.decode(enh_maps, labels)
         losses.update({f'enh.{k}': v for k, v in
-                       self.detection_losses(enh_head, enh_stages, gts, metas).items()})
-        losses['loss_align'] = self.query_alignment(stages[-1], enh_obj, gts, metas)
-        losses['enh.loss_align'] = self.query_alignment(enh_stages[-1], enh_obj, gts, metas)
+                       self.detection_losses(enh_head, enh_stages, gts, metas,
+                                             enh_matches).items()})
+        losses['loss_align'] = self.query_alignment(stages[-1], matches[-1], enh_obj)
+        losses['enh.loss_align'] = self.query_alignment(enh_stages[-1], enh_matches[-1],
+                                                        enh_obj)
         losses['enh.loss_align_token'] = self.token_alignment(enh_head, enh_tokens, enh_obj,
                                                               gts, metas)
         return losses

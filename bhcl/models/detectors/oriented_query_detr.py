@@ -239,8 +239,12 @@ class OrientedQueryDETR(BaseDetector):
         return self.detection_losses(head, stages, gts, metas)
 
     def detection_losses(self, head: dict, stages: List[StageOutput], gts: List[InstanceData],
-                         metas: List[dict]) -> Dict[str, Tensor]:
-        """The losses of :meth:`loss` from the outputs of :meth:`decode`."""
+                         metas: List[dict],
+                         matches: Optional[List[Tuple[Tensor, Tensor, Tensor]]] = None
+                         ) -> Dict[str, Tensor]:
+        """The losses of :meth:`loss` from the outputs of :meth:`decode`. A list passed
+        as ``matches`` receives each stage's Hungarian matching, ``(pos_b, pos_q,
+        pos_gt)`` as :meth:`match_indices` gives it, for callers that reuse it."""
         losses = self.query_head.loss(head['main'], head['aux'], gts, metas)
         cls_weight, class_emb = None, None
         if self.category_queries is not None:
@@ -254,7 +258,7 @@ class OrientedQueryDETR(BaseDetector):
             cls_weight = head['selected'][:, None, :].expand(-1, n, -1).flatten(0, 1).float()
         for i, stage in enumerate(stages):
             losses.update({f's{i}.{k}': v for k, v in self.stage_loss(
-                i, stage, gts, metas, cls_weight, class_emb).items()})
+                i, stage, gts, metas, cls_weight, class_emb, matches).items()})
         return losses
 
     @staticmethod
@@ -269,8 +273,13 @@ class OrientedQueryDETR(BaseDetector):
         """Hungarian matching of one stage -> image and query index of every positive,
         its ground-truth box, and the (B * N,) labels (K for background)."""
         pos_b, pos_q, pos_gt, labels = self.match_indices(stage, gts, metas)
-        boxes = torch.cat([gt.bboxes[pos_gt[pos_b == j]] for j, gt in enumerate(gts)])
-        return pos_b, pos_q, boxes, labels
+        return pos_b, pos_q, self.matched_boxes(gts, pos_b, pos_gt), labels
+
+    @staticmethod
+    def matched_boxes(gts: List[InstanceData], pos_b: Tensor, pos_gt: Tensor) -> Tensor:
+        """(P, 5) ground-truth box of every positive (image ``pos_b``, index ``pos_gt``);
+        positives come grouped by image, as :meth:`match_indices` gives them."""
+        return torch.cat([gt.bboxes[pos_gt[pos_b == j]] for j, gt in enumerate(gts)])
 
     def match_indices(self, stage: StageOutput, gts: List[InstanceData],
                       metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -291,12 +300,18 @@ class OrientedQueryDETR(BaseDetector):
 
     def stage_loss(self, stage_idx: int, stage: StageOutput, gts: List[InstanceData],
                    metas: List[dict], cls_weight: Optional[Tensor] = None,
-                   class_emb: Optional[Tensor] = None) -> Dict[str, Tensor]:
+                   class_emb: Optional[Tensor] = None,
+                   matches: Optional[List[Tuple[Tensor, Tensor, Tensor]]] = None
+                   ) -> Dict[str, Tensor]:
         """Losses of one stage; ``cls_weight`` (B * N, K) weighs the classification
         loss per query and class (category-query selection); ``class_emb`` (K, C)
         are the category queries, the classifier weights of HCL's classifier bank
-        when the category-query head replaces the linear classifier."""
-        pos_b, pos_q, gt_pos, labels = self.match(stage, gts, metas)
+        when the category-query head replaces the linear classifier; ``matches``, a
+        list, receives this stage's ``(pos_b, pos_q, pos_gt)``."""
+        pos_b, pos_q, pos_gt, labels = self.match_indices(stage, gts, metas)
+        if matches is not None:
+            matches.append((pos_b, pos_q, pos_gt))
+        gt_pos = self.matched_boxes(gts, pos_b, pos_gt)
         logits = stage.logits.flatten(0, 1)
         # the published code does not clamp: a batch without objects would divide by ~0
         num_pos = reduce_mean(logits.new_tensor(float(len(pos_q)))).clamp(min=1.0)
