@@ -273,7 +273,8 @@ def run_settings(args, variant):
     settings = dict(iters=args.iters, lr=args.lr)
     for dest in files_used(variant):  # a file the row reads, by name and size
         path = getattr(args, dest)
-        settings[dest] = [osp.basename(path), osp.getsize(path)]  # as JSON stores it
+        if path is not None:  # (only a --report goes without it)
+            settings[dest] = [osp.basename(path), osp.getsize(path)]  # as JSON stores it
     return settings
 
 
@@ -308,18 +309,35 @@ VARIANTS_SLUG = {name: ''.join(c if c.isalnum() else '_' for c in name).strip('_
                  for name in VARIANTS}
 
 
+def report_settings_match(settings, args, variant):
+    """Whether a finished run belongs in a ``--report`` of this invocation: the same
+    settings, where a file option left out of the report (``--simclr-backbone`` ...)
+    matches any file (the run's record keeps the file's name and size)."""
+    if not settings:
+        return False
+    expected = run_settings(args, variant)
+    left_out = {dest for dest in files_used(variant) if dest not in expected}
+    return {k: v for k, v in settings.items() if k not in left_out} == expected
+
+
 def finished_runs(args):
-    """Results of the finished runs in ``--work-dir`` with this invocation's settings."""
+    """Results of the finished runs with this invocation's settings: those in
+    ``--work-dir``, then those of ``--reuse`` for the seeds ``--work-dir`` lacks."""
+    reuse = {}
+    if args.reuse:
+        with open(args.reuse) as f:
+            reuse = json.load(f)['runs']
     results = {}
     for variant in args.variants:
         for seed in args.seeds:
             path = osp.join(args.work_dir, 'runs', f'{VARIANTS_SLUG[variant]}-seed{seed}',
                             'result.json')
+            res = reuse.get(variant, {}).get(str(seed))
             if osp.exists(path):
                 with open(path) as f:
                     res = json.load(f)
-                if res.get('settings') == run_settings(args, variant):
-                    results.setdefault(variant, {})[seed] = res
+            if res is not None and report_settings_match(res.get('settings'), args, variant):
+                results.setdefault(variant, {})[seed] = res
     return results
 
 
@@ -445,8 +463,8 @@ def main(argv=None):
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--variants', nargs='+',
                         default=[v for v in VARIANTS if v not in OPTIONAL],
-                        choices=list(VARIANTS),
-                        help=f'default: every row but {", ".join(map(repr, OPTIONAL))}')
+                        choices=list(VARIANTS), metavar='ROW',
+                        help='default: every row but ' + ', '.join(map(repr, OPTIONAL)).replace('%', '%%'))
     parser.add_argument('--simclr-backbone', default=None,
                         help="backbone weights for 'baseline, SimCLR backbone' (from "
                              'tools/model_converters/simclr_to_backbone.py)')
@@ -487,6 +505,8 @@ def main(argv=None):
                         'tools/model_converters/mutdet_to_finetune.py')):
         needs = [v for v in args.variants if dest in files_used(v)]
         path = getattr(args, dest)
+        if args.report and path is None:
+            continue  # a report takes the rows' finished runs, whichever file they used
         if needs and not (path and osp.isfile(path)):
             option = '--' + dest.replace('_', '-')
             parser.error(f'{needs} need {option} FILE ({what}); got {path!r}')

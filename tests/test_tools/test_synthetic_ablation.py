@@ -116,3 +116,33 @@ def test_every_row_prepares_a_four_crop_run_with_the_same_iterations(tmp_path):
         loader = cfg.train_dataloader
         views = loader.dataset.get('num_views', 1)
         assert loader.batch_size * views == 4, name
+
+
+def test_report_takes_reused_runs_and_keys_file_rows_on_the_recorded_file(tmp_path):
+    abl = _ablation()
+    simclr = '+decoupling, SimCLR backbone'
+    work = tmp_path / 'work'
+    here = work / 'runs' / f"{abl.VARIANTS_SLUG['+decoupling']}-seed1"
+    here.mkdir(parents=True)
+    (here / 'result.json').write_text('{"settings": {"iters": 800, "lr": 0.001}, "at": "here"}')
+    reuse = tmp_path / 'results.json'
+    ok = dict(iters=800, lr=1e-3)
+    reuse.write_text(abl.json.dumps(dict(runs={
+        '+decoupling': {'0': dict(settings=ok, at='reuse'),
+                        '1': dict(settings=ok, at='reuse, shadowed')},
+        'baseline': {'0': dict(settings=dict(iters=400, lr=1e-3), at='other budget')},
+        simclr: {'0': dict(settings=dict(ok, simclr_backbone=['r18.pth', 10]), at='reuse')}})))
+
+    class Args:
+        iters, lr, simclr_backbone, mutdet_init = 800, 1e-3, None, None
+        variants, seeds, work_dir = ['+decoupling', 'baseline', simclr], [0, 1], str(work)
+    Args.reuse = str(reuse)
+    got = {v: {s: r['at'] for s, r in runs.items()} for v, runs in abl.finished_runs(Args).items()}
+    assert got == {'+decoupling': {0: 'reuse', 1: 'here'}, simclr: {0: 'reuse'}}
+    # given the file, a report keeps only the runs that used one of its name and size
+    other = tmp_path / 'r18.pth'
+    other.write_bytes(b'0' * 11)
+    Args.simclr_backbone = str(other)
+    assert simclr not in abl.finished_runs(Args)
+    other.write_bytes(b'0' * 10)
+    assert abl.finished_runs(Args)[simclr][0]['at'] == 'reuse'
