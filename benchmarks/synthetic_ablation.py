@@ -6,7 +6,8 @@ prototype bank), the BHCL prototype variants (no bank, classifier weights,
 learnable), BHCL with the category-query classifier instead of the linear one,
 mmrotate's rotated RetinaNet (ResNet-18 from scratch) as a reference for
 where the detector stands against a standard one, and the RHINO column (RHINO,
-+ decoupling, + HCL, + BHCL on the CPU-sized rotated DINO). One optional row, '+decoupling,
++ decoupling, its two-view control, + HCL, + BHCL on the CPU-sized rotated
+DINO). One optional row, '+decoupling,
 SimCLR backbone', fine-tunes that model from a SimCLR-pre-trained backbone
 (``--simclr-backbone FILE``, docs/results.md gives the whole sequence), and
 three the MutDet pre-training experiment: '+decoupling, 10% labels' (the first
@@ -26,7 +27,7 @@ tail groups are the most and least frequent third of the leaves in training.
 
 A run is 6 to 24 minutes of one core (two runs at once on two cores; the
 two-core step alone is 0.61 s, about 9 minutes a run); the default rows
-(14 rows x 3 seeds) take about 5 hours on two cores. Finished runs are
+(15 rows x 3 seeds) take about 5 hours on two cores. Finished runs are
 kept in ``--work-dir`` and skipped when the script is started again;
 ``--reuse`` takes them from an earlier ``results.json`` instead.
 
@@ -86,6 +87,8 @@ VARIANTS = {
     # the paper's second column: RHINO (rotated DINO) and its three ablation rows
     'RHINO': ('rhino_r18_1xb4-12e_synthetic.py', {}),
     'RHINO +decoupling': ('rhino-decoupled_r18_1xb4-12e_synthetic.py', {}),
+    'RHINO +decoupling, two views': ('hcl-rhino-decoupled_r18_1xb2-12e_synthetic.py',
+                                     {'bbox_head.loss_hcl': None}),
     'RHINO +decoupling+HCL': ('hcl-rhino-decoupled_r18_1xb2-12e_synthetic.py', {}),
     'RHINO +decoupling+BHCL': ('bhcl-rhino-decoupled_r18_1xb2-12e_synthetic.py', {}),
     # '+decoupling' fine-tuned from a SimCLR backbone (--simclr-backbone, the
@@ -442,16 +445,18 @@ def plot(summary, path):
     import matplotlib.pyplot as plt
     keys = ['leaf_mAP', 'leaf_AP50', 'lv0_AP50', 'head_AP50', 'tail_AP50']
     variants = list(summary)
-    fig, ax = plt.subplots(figsize=(11, 4.5))
+    fig, ax = plt.subplots(figsize=(14, 4.5))
     width = 0.8 / len(variants)
+    colours = plt.get_cmap('tab20').colors  # one colour per row up to 20 rows
     for i, v in enumerate(variants):
         xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(keys))]
         ax.bar(xs, [summary[v][k]['mean'] for k in keys], width,
-               yerr=[summary[v][k]['ci95'] for k in keys], capsize=2, label=v)
+               yerr=[summary[v][k]['ci95'] for k in keys], capsize=1, label=v,
+               color=colours[i % len(colours)], error_kw=dict(lw=0.8))
     ax.set_xticks(range(len(keys)), keys)
     ax.set_ylabel('value (mean over seeds, 95% interval)')
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
     ax.set_title('Synthetic ablation')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
