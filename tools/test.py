@@ -16,7 +16,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import bhcl  # noqa: F401  (registers bhcl modules)
-from bhcl.utils.setup_env import init_cpu_distributed, parse_common_args, setup_cfg
+from bhcl.utils.setup_env import (finish_distributed, init_cpu_distributed, parse_common_args,
+                                   setup_cfg)
 
 
 def parse_args(argv=None):
@@ -58,6 +59,8 @@ def main(argv=None):
             json.dump({k: float(v) if isinstance(v, (int, float)) else str(v)
                        for k, v in metrics.items()}, f, indent=1)
         runner.logger.info(f'metrics written to {path}')
+    del runner
+    finish_distributed()
     return metrics
 
 

@@ -12,7 +12,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import bhcl  # noqa: F401  (registers bhcl modules)
-from bhcl.utils.setup_env import init_cpu_distributed, parse_common_args, setup_cfg
+from bhcl.utils.setup_env import (finish_distributed, init_cpu_distributed, parse_common_args,
+                                   setup_cfg)
 
 
 def parse_args(argv=None):
@@ -48,11 +49,8 @@ def main(argv=None):
     init_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        # release the process group before exit: gloo's threads otherwise may still be
-        # alive at interpreter teardown ('terminate called without an active exception')
-        dist.destroy_process_group()
+    del runner  # (its DDP reducer holds gloo work objects)
+    finish_distributed()
 
 
 if __name__ == '__main__':

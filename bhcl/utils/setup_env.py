@@ -61,6 +61,26 @@ def init_cpu_distributed(cfg: Config) -> None:
         dist.init_process_group(backend=backend)
 
 
+def finish_distributed() -> None:
+    """End a distributed run cleanly: wait for every rank, collect the objects
+    that still hold finished collectives (a released runner's DDP reducer), then
+    destroy the process group.
+
+    Without this, gloo's worker threads may still own work objects whose tensors
+    are freed during interpreter teardown, which aborts a finished run
+    ('terminate called without an active exception', SIGABRT). Call it after the
+    last reference to the runner is gone. A no-op without a process group.
+    """
+    import gc
+
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()  # no rank tears down while another still talks to it
+    gc.collect()
+    dist.destroy_process_group()
+
+
 def parse_common_args(parser, argv=None):
     """Add ``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``,
     parse ``argv`` and export ``LOCAL_RANK`` when the launcher did not."""

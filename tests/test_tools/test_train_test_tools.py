@@ -102,7 +102,8 @@ RHINO_BHCL_SMOKE = osp.join(REPO_ROOT, 'configs', 'synthetic',
 
 @pytest.mark.slow
 @pytest.mark.dist
-@pytest.mark.parametrize('config', [SMOKE_CONFIG], ids=['orientedformer'])
+@pytest.mark.parametrize('config', [SMOKE_CONFIG, RHINO_BHCL_SMOKE],
+                         ids=['orientedformer', 'rhino-bhcl'])
 def test_dist_train_two_cpu_processes(tiny_synthetic, tmp_path, config):
     work = str(tmp_path / 'dist')
     env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1')
@@ -121,3 +122,27 @@ def test_dist_train_two_cpu_processes(tiny_synthetic, tmp_path, config):
     assert osp.exists(osp.join(work, 'epoch_1.pth'))
     # 8 images, 2 processes x batch 2 -> 2 iterations per epoch
     assert 'Epoch(train) [1][2/2]' in log
+
+    # tools/dist_test.sh: 2 processes predict what one process predicts, image by image
+    ckpt = osp.join(work, 'epoch_1.pth')
+    dist_out = str(tmp_path / 'dist_preds.pkl')
+    env['PORT'] = str(free_port())
+    cmd = ['bash', osp.join(REPO_ROOT, 'tools', 'dist_test.sh'), config, ckpt, '2',
+           '--work-dir', str(tmp_path / 'dist_test'), '--out', dist_out, '--cfg-options', *opts]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert osp.exists(osp.join(tmp_path, 'dist_test', 'metrics.json'))
+    one_out = str(tmp_path / 'one_preds.pkl')
+    test_tool.main([config, ckpt, '--work-dir', str(tmp_path / 'one_test'), '--out', one_out,
+                    '--cfg-options', *opts])
+    preds = []
+    for path in (dist_out, one_out):
+        with open(path, 'rb') as f:
+            preds.append({p['img_path']: p['pred_instances'] for p in pickle.load(f)})
+    assert len(preds[0]) == 4 and preds[0].keys() == preds[1].keys()
+    for img, got in preds[0].items():
+        want = preds[1][img]
+        assert len(got['scores']) > 0, img
+        for key in ('bboxes', 'scores', 'labels'):
+            torch.testing.assert_close(got[key], want[key], msg=f'{img} {key}')
