@@ -7,8 +7,8 @@ learnable), BHCL with the category-query classifier instead of the linear one,
 mmrotate's rotated RetinaNet (ResNet-18 from scratch) as a reference for
 where the detector stands against a standard one, and the RHINO column (RHINO,
 + decoupling, its two-view control, + HCL, + BHCL on the CPU-sized rotated
-DINO). One optional row, '+decoupling,
-SimCLR backbone', fine-tunes that model from a SimCLR-pre-trained backbone
+DINO). One optional row, '+decoupling, SimCLR backbone', fine-tunes that model
+from a SimCLR-pre-trained backbone
 (``--simclr-backbone FILE``, docs/results.md gives the whole sequence), and
 three the MutDet pre-training experiment: '+decoupling, 10% labels' (the first
 10% of the training images, same iterations), '+decoupling, MutDet init' and
@@ -323,13 +323,18 @@ def report_settings_match(settings, args, variant):
     return {k: v for k, v in settings.items() if k not in left_out} == expected
 
 
+def load_reuse(args):
+    """``runs`` of the ``--reuse`` results.json (empty without it)."""
+    if not args.reuse:
+        return {}
+    with open(args.reuse) as f:
+        return json.load(f)['runs']
+
+
 def finished_runs(args):
     """Results of the finished runs with this invocation's settings: those in
     ``--work-dir``, then those of ``--reuse`` for the seeds ``--work-dir`` lacks."""
-    reuse = {}
-    if args.reuse:
-        with open(args.reuse) as f:
-            reuse = json.load(f)['runs']
+    reuse = load_reuse(args)
     results = {}
     for variant in args.variants:
         for seed in args.seeds:
@@ -345,10 +350,7 @@ def finished_runs(args):
 
 
 def run_all(args, data_root, groups, num_train):
-    reuse = {}
-    if args.reuse:
-        with open(args.reuse) as f:
-            reuse = json.load(f)['runs']
+    reuse = load_reuse(args)
     queue = [(v, s) for s in args.seeds for v in args.variants]
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     running, results = [], {}
@@ -469,7 +471,8 @@ def main(argv=None):
     parser.add_argument('--variants', nargs='+',
                         default=[v for v in VARIANTS if v not in OPTIONAL],
                         choices=list(VARIANTS), metavar='ROW',
-                        help='default: every row but ' + ', '.join(map(repr, OPTIONAL)).replace('%', '%%'))
+                        help='default: every row but ' +
+                        ', '.join(map(repr, OPTIONAL)).replace('%', '%%'))
     parser.add_argument('--simclr-backbone', default=None,
                         help="backbone weights for 'baseline, SimCLR backbone' (from "
                              'tools/model_converters/simclr_to_backbone.py)')
