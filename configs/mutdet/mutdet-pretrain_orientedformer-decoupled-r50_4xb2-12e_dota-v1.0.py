@@ -15,7 +15,8 @@ model = dict(
                     paths=[[f'cluster_{i:03d}'] for i in range(num_pseudo_classes)]),
     # MutDet's published sizes are MutDetPretrainer's defaults: 256-d object embeddings,
     # 3 enhancement blocks (8 heads, MLP 2048), embedding heads 256-256-256 and
-    # 256-1024-256, InfoNCE at temperature 0.2 weighted 0.2 per direction, frozen backbone
+    # 256-1024-256, InfoNCE at temperature 0.2 weighted 0.4 (2 tau) per direction, enhanced-pass
+    # queries chosen by similarity x objectness, frozen backbone
     object_channels=256)
 
 img_scale = (800, 800)

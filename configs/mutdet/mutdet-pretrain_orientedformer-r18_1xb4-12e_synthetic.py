@@ -17,7 +17,7 @@ model = dict(
     enhancement=dict(type='MutualEnhancement', num_blocks=3, num_heads=8, ffn_channels=256),
     query_embed_head=dict(type='EmbeddingHead', hidden_channels=64),
     token_embed_head=dict(type='EmbeddingHead', hidden_channels=256),
-    loss_align=dict(type='ContrastiveAlignmentLoss', temperature=0.2, loss_weight=0.2),
+    loss_align=dict(type='ContrastiveAlignmentLoss', temperature=0.2, loss_weight=0.4),
     # no ImageNet weights offline: the synthetic backbone is trained from scratch here;
     # with a pre-trained backbone (e.g. SimCLR, docs/tools.md) set True, as MutDet does
     freeze_backbone=False)

@@ -38,7 +38,7 @@ def _pair(n, d=8, seed=0, dtype=torch.float64):
 
 
 @pytest.mark.parametrize('n', [3, 5, 9])
-@pytest.mark.parametrize('temperature,weight', [(0.2, 0.2), (0.07, 1.0)])
+@pytest.mark.parametrize('temperature,weight', [(0.2, 0.4), (0.07, 1.0)])
 def test_matches_the_slow_reference(n, temperature, weight):
     pred, target = _pair(n, seed=n)
     # make one pair and one negative close, so the softmax is far from uniform
@@ -51,10 +51,11 @@ def test_matches_the_slow_reference(n, temperature, weight):
 
 
 def test_hand_computed_orthogonal_pairs():
-    # p_i = t_i = e_i: s_ii = 1/tau, s_ij = 0, so each direction is log(1 + (n-1) e^{-1/tau})
+    # p_i = t_i = e_i: s_ii = 1/tau, s_ij = 0, so each direction is log(1 + (n-1) e^{-1/tau});
+    # the defaults are MutDet's: tau 0.2, each direction weighted 2 tau = 0.4
     eye = torch.eye(3)
     loss = ContrastiveAlignmentLoss()(eye, eye)
-    expected = 2 * 0.2 * math.log(1 + 2 * math.exp(-5.0))
+    expected = 2 * 0.4 * math.log(1 + 2 * math.exp(-5.0))
     torch.testing.assert_close(loss, torch.tensor(expected))
 
 
@@ -131,7 +132,7 @@ def test_registered():
     from mmrotate.registry import MODELS
     loss = MODELS.build(dict(type='ContrastiveAlignmentLoss'))
     assert isinstance(loss, ContrastiveAlignmentLoss)
-    assert (loss.temperature, loss.loss_weight) == (0.2, 0.2)
+    assert (loss.temperature, loss.loss_weight) == (0.2, 0.4)  # MutDet's: 2 tau per direction
 
 
 @pytest.mark.gpu
