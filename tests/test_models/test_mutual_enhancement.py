@@ -160,18 +160,24 @@ def test_empty_image_gradients_are_finite():
 
 
 @pytest.mark.parametrize('hidden', [256, 1024])
-def test_embedding_head_unit_norm(hidden):
+def test_embedding_head_is_its_mlp(hidden):
+    """Linear-ReLU-Linear, not normalised (its users compare by cosine)."""
     from mmrotate.registry import MODELS
     torch.manual_seed(0)
     head = MODELS.build(dict(type='EmbeddingHead', in_channels=C, hidden_channels=hidden,
                              out_channels=16))
     assert isinstance(head, EmbeddingHead)
-    out = head(torch.randn(3, 7, C))
+    x = torch.randn(3, 7, C)
+    out = head(x)
     assert out.shape == (3, 7, 16)
-    torch.testing.assert_close(out.norm(dim=-1), torch.ones(3, 7))
-    assert head.mlp.layers[0].out_features == hidden
-    raw = EmbeddingHead(C, hidden, 16, normalize=False)
-    assert not torch.allclose(raw(torch.randn(4, C)).norm(dim=-1), torch.ones(4))
+    first, second = head.mlp.layers
+    assert first.out_features == hidden
+    expected = torch.nn.functional.linear(
+        torch.relu(torch.nn.functional.linear(x, first.weight, first.bias)),
+        second.weight, second.bias)
+    torch.testing.assert_close(out, expected)
+    with pytest.raises(TypeError):
+        EmbeddingHead(C, hidden, 16, normalize=False)  # the former no-op option is gone
 
 
 @pytest.mark.gpu

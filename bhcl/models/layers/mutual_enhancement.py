@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmdet.models.layers import MLP
 from mmrotate.registry import MODELS
 from torch import Tensor, nn
@@ -130,24 +129,23 @@ class MutualEnhancement(nn.Module):
 
 @MODELS.register_module()
 class EmbeddingHead(nn.Module):
-    """MLP (ReLU between layers) followed by L2 normalisation.
+    """MLP with ReLU between its layers; its outputs are compared by cosine.
 
     MutDet uses ``256 -> 256 -> 256`` on decoder queries and
-    ``256 -> 1024 -> 256`` on encoder tokens.
+    ``256 -> 1024 -> 256`` on encoder tokens. The output is not normalised here:
+    its users compare directions only (the alignment loss and the enhanced
+    pass's similarity normalise), as MutDet's heads do.
 
     Args:
         in_channels, hidden_channels, out_channels: MLP widths.
         num_layers: linear layers of the MLP.
-        normalize: L2-normalise the output along the last dimension.
     """
 
     def __init__(self, in_channels: int = 256, hidden_channels: int = 256,
-                 out_channels: int = 256, num_layers: int = 2, normalize: bool = True) -> None:
+                 out_channels: int = 256, num_layers: int = 2) -> None:
         super().__init__()
         self.mlp = MLP(in_channels, hidden_channels, out_channels, num_layers)
-        self.normalize = normalize
 
     def forward(self, x: Tensor) -> Tensor:
-        """(..., in_channels) -> (..., out_channels), unit norm if ``normalize``."""
-        x = self.mlp(x)
-        return F.normalize(x, dim=-1) if self.normalize else x
+        """(..., in_channels) -> (..., out_channels)."""
+        return self.mlp(x)
