@@ -9,6 +9,7 @@ from torch.testing import assert_close
 
 import bhcl.models  # noqa: F401
 from bhcl.models.dense_heads import DistinctQueryHead
+from bhcl.models.layers.rbox_ops import boxes_to_xyzrt
 from bhcl.models.task_modules.rotated_bbox_l1_cost import RotatedBBoxL1Cost
 from bhcl.models.task_modules.topk_hungarian_rotated_assigner import \
     TopkHungarianRotatedAssigner
@@ -106,6 +107,38 @@ def test_loss_is_finite_with_an_empty_image_and_reaches_both_branches():
                  'content_proj', 'cls_convs.3', 'reg_convs.3'):
         module = head.get_submodule(name)
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters()), name
+
+
+def test_a_ranking_replaces_the_scores_in_every_choice_and_leaves_aux_alone():
+    head = make_head(num_queries=5, pre_nms=4)
+    head.eval()
+    with torch.no_grad():
+        dense = head(pyramid(batch=2))
+        t = sum((64 // s) ** 2 for s in STRIDES)
+        g = torch.Generator().manual_seed(3)
+        ranking = torch.randn(2, t, generator=g)
+        ranking[1, :256] = float('-inf')  # image 1: level 0 excluded
+        xyzrt, content, main, aux = head.select(dense, ranking)
+        by_score = head.select(dense)
+    for img, (scores, boxes, ids) in enumerate(main):
+        key = ranking[img, ids]
+        # NMS order and the kept queries follow the ranking, not the scores
+        assert torch.all(key[:-1] >= key[1:])
+        assert ids[0] == ranking[img].argmax()
+        # pre-selection: the pre_nms best-ranked locations of each level (before NMS)
+        pre = head.pre_select(*dense['main'], ranking=ranking)[img][2]
+        start = 0
+        for s in STRIDES:
+            n = (64 // s) ** 2
+            level = ranking[img, start:start + n]
+            best = set((level.topk(min(4, n)).indices + start).tolist())
+            kept = set(pre[(pre >= start) & (pre < start + n)].tolist())
+            assert kept == (set() if img == 1 and start == 0 else best)
+            start += n
+        expected = boxes_to_xyzrt(boxes[key.sort(descending=True).indices[:5]])
+        assert_close(xyzrt[img, :len(expected)], expected)
+    assert not torch.equal(main[0][2], by_score[2][0][2])
+    assert aux == []  # eval mode; in training the auxiliary branch keeps its own scores
 
 
 def test_fewer_candidates_than_queries_pads_with_finite_queries():

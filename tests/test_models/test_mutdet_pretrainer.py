@@ -242,3 +242,107 @@ def test_alignment_pairs_each_matched_query_and_token_with_its_own_object():
     pred, target = seen[-1]
     assert torch.equal(target, objects[0, [2, 0]])
     assert torch.allclose(pred, pre.token_embed_head(tokens[0, [3, 17]]))
+
+
+def _enhanced_inputs(model, imgs, samples):
+    metas = [s.metainfo for s in samples]
+    feats = model.extract_feat(imgs)
+    objects, obj_mask = model.pad_objects([s.gt_instances.embeddings for s in samples])
+    token_mask = model.token_padding_mask(feats, metas, tuple(imgs.shape[-2:]))
+    maps, obj, tok = model.enhance(feats, objects, obj_mask, token_mask)
+    return feats, objects, obj_mask, token_mask, maps, obj, tok
+
+
+@pytest.mark.parametrize('selection', ['similarity_x_logit', 'similarity_x_score'])
+def test_enhanced_pass_ranks_locations_by_similarity_x_objectness(selection):
+    model = build(enhanced_selection=selection).eval()
+    imgs, samples = batch()
+    with torch.no_grad():
+        _, _, obj_mask, token_mask, maps, obj, tok = _enhanced_inputs(model, imgs, samples)
+        dense = model.query_head(maps)
+        ranking = model.token_similarity_ranking(tok, obj, obj_mask, token_mask, dense)
+        # written out location by location, in float64
+        score = torch.cat([s.flatten(2) for s in dense['main'][0]], 2).max(1).values.double()
+        objectness = torch.log(score / (1 - score)) if selection.endswith('logit') else score
+        emb = model.token_embed_head(tok).double()
+        for j, s in enumerate(samples):
+            n = len(s.gt_instances)
+            for loc in range(0, tok.shape[1], 37):
+                sims = [torch.dot(emb[j, loc], obj[j, i].double()) /
+                        (emb[j, loc].norm() * obj[j, i].double().norm()) for i in range(n)]
+                expected = max(sims) * objectness[j, loc]
+                torch.testing.assert_close(ranking[j, loc].double(), expected,
+                                           atol=1e-4, rtol=1e-4)
+        # the enhanced pass's first query sits at the best-ranked location
+        head, _ = model.decode(maps, None, lambda d: model.token_similarity_ranking(
+            tok, obj, obj_mask, token_mask, d))
+        plain_order, _ = model.decode(maps)
+    for j in range(len(samples)):
+        assert head['main'][j][2][0] == ranking[j].argmax()
+        assert plain_order['main'][j][2][0] == score[j].argmax()
+
+
+def test_loss_selects_the_enhanced_queries_by_the_ranking_and_the_plain_ones_by_score():
+    model = build()
+    model.train()
+    imgs, samples = batch()
+    rankings = []
+    select = model.query_head.select
+
+    def spy(dense, ranking=None):
+        rankings.append(ranking)
+        return select(dense, ranking)
+
+    model.query_head.select = spy
+    model.loss(imgs, samples)
+    assert rankings[0] is None and rankings[1] is not None
+    none_model = build(enhanced_selection=None)
+    none_model.train()
+    none_model.query_head.select, rankings[:] = spy, []
+    none_model.loss(imgs, samples)
+    assert rankings == [None, None]
+    with pytest.raises(ValueError, match='enhanced_selection'):
+        build(enhanced_selection='similarity')
+
+
+def test_batch_padding_is_masked_in_the_enhancement_and_the_selection():
+    model = build().eval()
+    imgs, samples = batch()
+    samples[0].set_metainfo(dict(img_shape=(96, 128)))  # rows 96..127 are batch padding
+    with torch.no_grad():
+        feats, objects, obj_mask, token_mask, maps, obj, tok = _enhanced_inputs(
+            model, imgs, samples)
+        # nearest resizing: row r of a level of height h is padding when r * 128 / h >= 96
+        expected = []
+        for f in feats:
+            h, w = f.shape[-2:]
+            rows = torch.arange(h)[:, None].expand(h, w)
+            expected.append((rows * (128 // h) >= 96).flatten())
+        assert torch.equal(token_mask[0], torch.cat(expected))
+        assert not token_mask[1].any() and token_mask[0].any()
+        # other values at the padded locations change nothing of image 0's valid outputs
+        start, noisy = 0, []
+        for f in feats:
+            h, w = f.shape[-2:]
+            pad = token_mask[0, start:start + h * w].view(h, w)
+            g = f.clone()
+            g[0][:, pad] = 100 * torch.randn_like(g[0][:, pad])
+            noisy.append(g)
+            start += h * w
+        _, obj2, tok2 = model.enhance(noisy, objects, obj_mask, token_mask)
+        torch.testing.assert_close(obj2, obj)
+        valid = ~token_mask[0]
+        torch.testing.assert_close(tok2[0, valid], tok[0, valid])
+        # (without the mask the padded values do reach the objects)
+        _, unmasked, _ = model.enhance(feats, objects, obj_mask)
+        _, unmasked2, _ = model.enhance(noisy, objects, obj_mask)
+        assert not torch.allclose(unmasked2[0], unmasked[0], atol=1e-3)
+        ranking = model.token_similarity_ranking(tok, obj, obj_mask, token_mask,
+                                                 model.query_head(maps))
+        assert torch.isinf(ranking[0, token_mask[0]]).all()
+        head, _ = model.decode(maps, None, lambda d: model.token_similarity_ranking(
+            tok, obj, obj_mask, token_mask, d))
+    assert not token_mask[0, head['main'][0][2]].any()  # no candidate in the padding
+    model.train()
+    losses = model.loss(imgs, samples)
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -192,8 +192,13 @@ class DistinctQueryHead(BaseModule):
         return out
 
     # ---------------------------------------------------------- selection
-    def pre_select(self, scores: Sequence[Tensor], dists: Sequence[Tensor]) -> List[Candidates]:
-        """Per image: the ``pre_nms`` best locations of each level, boxes decoded (le90)."""
+    def pre_select(self, scores: Sequence[Tensor], dists: Sequence[Tensor],
+                   ranking: Optional[Tensor] = None) -> List[Candidates]:
+        """Per image: the ``pre_nms`` best locations of each level, boxes decoded (le90).
+
+        Locations are ranked by their best class score, or by ``ranking`` (B, T)
+        when given (one key per location id; ``-inf`` excludes a location).
+        """
         sizes = [s.shape[-2:] for s in scores]
         priors = self.prior_generator.grid_priors(sizes, dtype=scores[0].dtype,
                                                   device=scores[0].device)
@@ -203,8 +208,12 @@ class DistinctQueryHead(BaseModule):
             for score, dist, prior, stride in zip(scores, dists, priors, self.strides):
                 score = score[img].flatten(1).t()
                 dist = dist[img].flatten(1).t()
-                best = score.max(-1).values
-                valid = (best > 0).nonzero().squeeze(1)
+                if ranking is None:
+                    best = score.max(-1).values
+                    valid = (best > 0).nonzero().squeeze(1)
+                else:
+                    best = ranking[img, start:start + len(score)]
+                    valid = (best > float('-inf')).nonzero().squeeze(1)
                 order = best[valid].sort(descending=True).indices[:self.pre_nms]
                 keep = valid[order]
                 d = dist[keep]
@@ -216,12 +225,13 @@ class DistinctQueryHead(BaseModule):
             results.append((torch.cat(all_scores), torch.cat(all_boxes), torch.cat(all_ids)))
         return results
 
-    def distinct(self, candidates: Candidates) -> Candidates:
-        """Rotated NMS over one image's candidates; kept ones by descending score."""
+    def distinct(self, candidates: Candidates, key: Optional[Tensor] = None) -> Candidates:
+        """Rotated NMS over one image's candidates; kept ones by descending score (or by
+        descending ``key``, one value per candidate, when given)."""
         scores, boxes, ids = candidates
         if len(boxes) == 0:
             return candidates
-        best = scores.max(-1).values.detach()
+        best = (scores.max(-1).values if key is None else key).detach()
         if boxes.is_cuda:
             _, keep = batched_nms(boxes.detach(), best, torch.ones_like(ids),
                                   dict(type='nms_rotated', iou_threshold=self.nms_iou))
@@ -230,15 +240,18 @@ class DistinctQueryHead(BaseModule):
                                              self.nms_iou)
         return scores[keep], boxes[keep], ids[keep]
 
-    def make_queries(self, dense: dict, distinct: List[Candidates]) -> Tuple[Tensor, Tensor]:
-        """The ``num_queries`` best distinct candidates -> ``xyzrt`` (B, N, 5), content (B, N, D).
+    def make_queries(self, dense: dict, distinct: List[Candidates],
+                     ranking: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """The ``num_queries`` best distinct candidates (by score, or by ``ranking`` (B, T)
+        of their locations) -> ``xyzrt`` (B, N, 5), content (B, N, D).
 
         Images with fewer candidates are padded with zero content and unit boxes
         at the origin.
         """
         xyzrt, content = [], []
         for img, (scores, boxes, ids) in enumerate(distinct):
-            top = scores.max(-1).values.sort(descending=True).indices[:self.num_queries]
+            key = scores.max(-1).values if ranking is None else ranking[img, ids]
+            top = key.sort(descending=True).indices[:self.num_queries]
             loc = ids[top]
             feats = torch.cat([self._gather(dense['cls_feats'], img, loc),
                                self._gather(dense['reg_feats'], img, loc)], dim=-1)
@@ -261,12 +274,24 @@ class DistinctQueryHead(BaseModule):
             start += size
         return out
 
-    def select(self, dense: dict) -> Tuple[Tensor, Tensor, List[Candidates], List[Candidates]]:
+    def select(self, dense: dict, ranking: Optional[Tensor] = None
+               ) -> Tuple[Tensor, Tensor, List[Candidates], List[Candidates]]:
         """Dense outputs -> queries ``(xyzrt, content)``, the distinct candidates of the main
-        branch and the pre-selected candidates of the auxiliary branch (training)."""
-        main = [self.distinct(c) for c in self.pre_select(*dense['main'])]
+        branch and the pre-selected candidates of the auxiliary branch (training).
+
+        ``ranking`` (B, T), one key per location id (level by level, row-major;
+        ``-inf`` excludes a location), replaces the main branch's best class score
+        in the three choices (pre-selection, NMS order, the ``num_queries`` kept):
+        MutDet's enhanced pass ranks by similarity x objectness. The auxiliary
+        branch is unaffected.
+        """
+        if ranking is not None:
+            ranking = ranking.detach()
+        main = self.pre_select(*dense['main'], ranking=ranking)
+        main = [self.distinct(c, None if ranking is None else ranking[img, c[2]])
+                for img, c in enumerate(main)]
         aux = self.pre_select(*dense['aux']) if 'aux' in dense else []
-        xyzrt, content = self.make_queries(dense, main)
+        xyzrt, content = self.make_queries(dense, main, ranking)
         return xyzrt, content, main, aux
 
     # --------------------------------------------------------------- loss

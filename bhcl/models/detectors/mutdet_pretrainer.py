@@ -11,6 +11,10 @@ rotated proposals, their k-means pseudo-classes and object embeddings; see
    update each other (:class:`~bhcl.models.layers.MutualEnhancement`);
 3. enhanced pass: the same query head, decoder and prediction heads on the
    enhanced tokens reshaped back into maps, with the same losses (``enh.*``);
+   its queries are chosen as MutDet chooses them, by similarity x objectness
+   (:func:`similarity_objectness`: each location's highest cosine similarity
+   between its token embedding and the image's enhanced objects, times the
+   query head's objectness there), not by the objectness alone;
 4. contrastive alignment: symmetric InfoNCE between the embedding predicted
    from each Hungarian-matched query of the last decoder stage (both passes;
    the classification stream when queries are decoupled) and the enhanced
@@ -20,12 +24,16 @@ rotated proposals, their k-means pseudo-classes and object embeddings; see
 
 The OrientedFormer detector has no transformer encoder: the neck's maps play
 the part of MutDet's encoder tokens, and the query head's per-location
-candidates that of its encoder proposals.
+candidates that of its encoder proposals. Neck locations in the batch padding
+take no part: objects do not attend to them and they are never selected.
+Departures from the authors' code: docs/method.md.
 """
 import copy
-from typing import Dict, List, Sequence, Tuple
+import functools
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmdet.models.layers.transformer import inverse_sigmoid
 from mmdet.structures import SampleList
 from mmengine.structures import InstanceData
@@ -36,6 +44,32 @@ from .oriented_query_detr import OrientedQueryDETR, StageOutput
 
 PRETRAIN_ONLY_PREFIXES = ('object_proj.', 'token_proj.', 'enhancement.', 'query_embed_head.',
                           'token_embed_head.', 'loss_align.')
+ENHANCED_SELECTIONS = ('similarity_x_logit', 'similarity_x_score', None)
+
+
+def similarity_objectness(token_embeds: Tensor, objects: Tensor, obj_mask: Tensor,
+                          objectness: Tensor) -> Tensor:
+    """MutDet's score of the enhanced pass's proposals.
+
+    For every token, the highest cosine similarity between its embedding and
+    the valid objects of its image, times its objectness.
+
+    Args:
+        token_embeds: (B, T, C) token embeddings (the token embedding head's output).
+        objects: (B, N, C) enhanced object embeddings.
+        obj_mask: (B, N) bool, True = padded object.
+        objectness: (B, T) objectness of every token (MutDet: its objectness logit).
+
+    Returns:
+        (B, T) scores; an image without objects gets its objectness (similarity 1).
+    """
+    if objects.shape[1] == 0 or bool(obj_mask.all()):
+        return objectness.clone()
+    sim = F.normalize(token_embeds, dim=-1) @ F.normalize(objects, dim=-1).transpose(1, 2)
+    best = sim.masked_fill(obj_mask[:, None, :], float('-inf')).max(-1).values
+    has_objects = ~obj_mask.all(dim=1)
+    best = torch.where(has_objects[:, None], best, torch.ones_like(best))
+    return best * objectness
 
 
 @MODELS.register_module()
@@ -47,9 +81,16 @@ class MutDetPretrainer(OrientedQueryDETR):
         object_channels: dimension D of the pseudo-objects' embeddings.
         enhancement: :class:`MutualEnhancement` config (``embed_dims`` filled in).
         query_embed_head: embedding head on matched decoder queries (C-256-C).
-        token_embed_head: embedding head on matched neck tokens (C-1024-C); both
-            output the model width C, that of the enhanced objects they align with.
-        loss_align: :class:`ContrastiveAlignmentLoss` config.
+        token_embed_head: embedding head on neck tokens (C-1024-C); both output the
+            model width C, that of the enhanced objects they align with.
+        loss_align: :class:`ContrastiveAlignmentLoss` config (MutDet: temperature
+            0.2, 0.4 per direction).
+        enhanced_selection: how the enhanced pass chooses its queries:
+            ``'similarity_x_logit'`` (MutDet: similarity times the objectness
+            logit, here the logit of the query head's best class score),
+            ``'similarity_x_score'`` (times the score itself, in (0, 1), so that a
+            negative logit cannot turn a negative similarity into a high rank) or
+            None (by the score alone, as the plain pass).
         freeze_backbone: keep the backbone's weights and BatchNorm statistics
             fixed (MutDet pre-trains everything after the backbone).
     """
@@ -62,10 +103,15 @@ class MutDetPretrainer(OrientedQueryDETR):
                  query_embed_head: dict = dict(type='EmbeddingHead', hidden_channels=256),
                  token_embed_head: dict = dict(type='EmbeddingHead', hidden_channels=1024),
                  loss_align: dict = dict(type='ContrastiveAlignmentLoss', temperature=0.2,
-                                         loss_weight=0.2),
+                                         loss_weight=0.4),
+                 enhanced_selection: Optional[str] = 'similarity_x_logit',
                  freeze_backbone: bool = True,
                  **kwargs):
         super().__init__(*args, **kwargs)
+        if enhanced_selection not in ENHANCED_SELECTIONS:
+            raise ValueError(f'MutDetPretrainer: enhanced_selection must be one of '
+                             f'{ENHANCED_SELECTIONS}, got {enhanced_selection!r}')
+        self.enhanced_selection = enhanced_selection
         if self.category_queries is not None or self.loss_hcl is not None:
             raise ValueError('MutDetPretrainer: pre-training uses the linear classifier on '
                              'pseudo-classes; remove classifier= and loss_hcl= from the '
@@ -106,21 +152,52 @@ class MutDetPretrainer(OrientedQueryDETR):
             mask[i, :len(e)] = False
         return out, mask
 
-    def enhance(self, feats: Sequence[Tensor], objects: Tensor,
-                obj_mask: Tensor) -> Tuple[List[Tensor], Tensor, Tensor]:
+    @staticmethod
+    def token_padding_mask(feats: Sequence[Tensor], metas: List[dict],
+                           batch_shape: Tuple[int, int]) -> Tensor:
+        """(B, T) bool, True where a neck location lies in the batch padding: each
+        image's valid area (``img_shape``) in the padded batch (``batch_shape``),
+        nearest-resized to every level as DETR does; locations numbered as in
+        :meth:`enhance`."""
+        img_mask = feats[0].new_ones((len(metas), *batch_shape))
+        for j, meta in enumerate(metas):
+            h, w = meta['img_shape'][:2]
+            img_mask[j, :h, :w] = 0
+        return torch.cat([F.interpolate(img_mask[None], size=f.shape[-2:])[0].bool().flatten(1)
+                          for f in feats], dim=1)
+
+    def enhance(self, feats: Sequence[Tensor], objects: Tensor, obj_mask: Tensor,
+                token_mask: Optional[Tensor] = None) -> Tuple[List[Tensor], Tensor, Tensor]:
         """Neck maps and (B, N, D) object embeddings -> enhanced maps (same shapes),
         enhanced objects (B, N, C) and the enhanced tokens (B, T, C), numbered
-        level by level, row-major (the query head's location ids)."""
+        level by level, row-major (the query head's location ids). ``token_mask``
+        (B, T), True = padding: tokens the objects do not attend to."""
         shapes = [f.shape[-2:] for f in feats]
         tokens = torch.cat([f.flatten(2) for f in feats], dim=2).transpose(1, 2)
         obj, tok = self.enhancement(self.object_proj(objects), self.token_proj(tokens),
-                                    obj_mask)
+                                    obj_mask, token_mask)
         maps, start = [], 0
         for h, w in shapes:
             maps.append(tok[:, start:start + h * w].transpose(1, 2).reshape(
                 tok.shape[0], -1, h, w))
             start += h * w
         return maps, obj, tok
+
+    @torch.no_grad()
+    def token_similarity_ranking(self, tokens: Tensor, objects: Tensor, obj_mask: Tensor,
+                                 token_mask: Tensor, dense: dict) -> Tensor:
+        """The enhanced pass's (B, T) ranking of locations: :func:`similarity_objectness`
+        of the token embeddings, the enhanced objects and the query head's objectness
+        (its best class score, or that score's logit), ``-inf`` on padding."""
+        scores = torch.cat([s.flatten(2) for s in dense['main'][0]], dim=2).max(1).values
+        if self.enhanced_selection == 'similarity_x_logit':
+            scores = inverse_sigmoid(scores)
+        # image by image: the token head's hidden layer over every location is large
+        ranking = torch.cat([
+            similarity_objectness(self.token_embed_head(tokens[j:j + 1]), objects[j:j + 1],
+                                  obj_mask[j:j + 1], scores[j:j + 1])
+            for j in range(len(tokens))])
+        return ranking.float().masked_fill(token_mask, float('-inf'))
 
     def query_alignment(self, stage: StageOutput, match: Tuple[Tensor, Tensor, Tensor],
                         objects: Tensor) -> Tensor:
@@ -173,8 +250,11 @@ class MutDetPretrainer(OrientedQueryDETR):
         losses = self.detection_losses(head, stages, gts, metas, matches)
 
         objects, obj_mask = self.pad_objects(embeddings)
-        enh_maps, enh_obj, enh_tokens = self.enhance(feats, objects, obj_mask)
-        enh_head, enh_stages = self.decode(enh_maps, labels)
+        token_mask = self.token_padding_mask(feats, metas, tuple(batch_inputs.shape[-2:]))
+        enh_maps, enh_obj, enh_tokens = self.enhance(feats, objects, obj_mask, token_mask)
+        ranking = None if self.enhanced_selection is None else functools.partial(
+            self.token_similarity_ranking, enh_tokens, enh_obj, obj_mask, token_mask)
+        enh_head, enh_stages = self.decode(enh_maps, labels, ranking)
         losses.update({f'enh.{k}': v for k, v in
                        self.detection_losses(enh_head, enh_stages, gts, metas,
                                              enh_matches).items()})

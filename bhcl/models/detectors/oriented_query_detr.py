@@ -1,7 +1,7 @@
 """OrientedFormer (the published BHCL baseline) with optional decoupled queries and a
 hierarchical contrastive loss on the class features of every decoder stage."""
 import copy
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from mmdet.models.detectors.base import BaseDetector
@@ -197,11 +197,16 @@ class OrientedQueryDETR(BaseDetector):
         category-query selection keep the annotated nodes."""
         return self.decode(self.extract_feat(batch_inputs), gt_labels)
 
-    def decode(self, feats: Sequence[Tensor], gt_labels: Optional[List[Tensor]] = None
+    def decode(self, feats: Sequence[Tensor], gt_labels: Optional[List[Tensor]] = None,
+               ranking: Optional[Callable[[dict], Tensor]] = None
                ) -> Tuple[dict, List[StageOutput]]:
-        """Neck maps -> (head outputs, stages) of :meth:`forward_stages`."""
+        """Neck maps -> (head outputs, stages) of :meth:`forward_stages`. ``ranking``
+        maps the query head's dense outputs to a (B, T) key per location that
+        replaces its scores in the choice of queries (``DistinctQueryHead.select``)."""
         feats = tuple(feats)
-        xyzrt, content, main, aux = self.query_head.select(self.query_head(feats))
+        dense = self.query_head(feats)
+        xyzrt, content, main, aux = self.query_head.select(
+            dense, None if ranking is None else ranking(dense))
         head = dict(feats=feats, queries=(xyzrt, content), main=main, aux=aux)
         classify = None
         if self.category_queries is not None:
