@@ -4,8 +4,8 @@
 # stride 600, with k = 256 pseudo-classes. Preparing the pseudo-labels and the
 # whole chain: docs/pretraining.md. MutDet freezes the ImageNet backbone.
 #
-# MutDet gives no pre-training schedule in the paper: this is the fine-tuning
-# models' 12-epoch AdamW recipe (lr 1e-4, steps at 8 and 11).
+# Schedule: the fine-tuning models' 12-epoch AdamW recipe (lr 1e-4, steps at 8 and 11).
+# MutDet's released config pre-trains 36 epochs: the -36e_ config next to this one.
 _base_ = ['../orientedformer/orientedformer-decoupled_r50_4xb2-12e_fair1m-v1.py']
 num_pseudo_classes = 256  # the k of tools/pretraining/cluster_embeddings.py
 

@@ -196,6 +196,7 @@ def test_converter_refuses_a_different_decoder_depth(tmp_path):
     'bhcl-decoupled_orientedformer-r50_4xb2-12e_fair1m-v2_mutdet-init.py'])
 @pytest.mark.parametrize('pretrain', [
     'mutdet-pretrain_orientedformer-decoupled-r50_4xb2-12e_dota-v1.0.py',
+    'mutdet-pretrain_orientedformer-decoupled-r50_4xb2-36e_dota-v1.0.py',
     'mutdet-pretrain_orientedformer-decoupled-r50_4xb2-12e_shiprs.py',
     'mutdet-pretrain_orientedformer-decoupled-r50_4xb2-12e_fair1m.py'])
 def test_paper_pretraining_configs_match_their_fine_tuning_models(pretrain, finetune):
