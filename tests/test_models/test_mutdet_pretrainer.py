@@ -72,7 +72,7 @@ def test_every_loss_key_finite_and_every_trainable_parameter_gets_a_gradient():
     total(losses).backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
-    for name in ('enhancement', 'object_proj', 'token_proj', 'query_embed_head',
+    for name in ('enhancement', 'object_proj', 'token_proj', 'token_norm', 'query_embed_head',
                  'token_embed_head'):
         grads = [p.grad.abs().sum() for p in getattr(model, name).parameters()]
         assert sum(grads) > 0, name

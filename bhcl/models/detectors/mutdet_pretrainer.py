@@ -42,8 +42,8 @@ from torch import Tensor, nn
 
 from .oriented_query_detr import OrientedQueryDETR, StageOutput
 
-PRETRAIN_ONLY_PREFIXES = ('object_proj.', 'token_proj.', 'enhancement.', 'query_embed_head.',
-                          'token_embed_head.', 'loss_align.')
+PRETRAIN_ONLY_PREFIXES = ('object_proj.', 'token_proj.', 'token_norm.', 'enhancement.',
+                          'query_embed_head.', 'token_embed_head.', 'loss_align.')
 ENHANCED_SELECTIONS = ('similarity_x_logit', 'similarity_x_score', None)
 
 
@@ -118,7 +118,9 @@ class MutDetPretrainer(OrientedQueryDETR):
                              'pre-training config (the fine-tuning config keeps them)')
         c = self.layers[0].embed_dims
         self.object_proj = nn.Linear(object_channels, c)
+        # MutDet's patch_enc_output and its LayerNorm, before the enhancement
         self.token_proj = nn.Linear(c, c)
+        self.token_norm = nn.LayerNorm(c)
         self.enhancement = MODELS.build(copy.deepcopy(enhancement),
                                         default_args=dict(embed_dims=c))
         for name, cfg in (('query_embed_head', query_embed_head),
@@ -174,8 +176,8 @@ class MutDetPretrainer(OrientedQueryDETR):
         (B, T), True = padding: tokens the objects do not attend to."""
         shapes = [f.shape[-2:] for f in feats]
         tokens = torch.cat([f.flatten(2) for f in feats], dim=2).transpose(1, 2)
-        obj, tok = self.enhancement(self.object_proj(objects), self.token_proj(tokens),
-                                    obj_mask, token_mask)
+        obj, tok = self.enhancement(self.object_proj(objects),
+                                    self.token_norm(self.token_proj(tokens)), obj_mask, token_mask)
         maps, start = [], 0
         for h, w in shapes:
             maps.append(tok[:, start:start + h * w].transpose(1, 2).reshape(
