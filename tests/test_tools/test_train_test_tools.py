@@ -9,8 +9,10 @@ import sys
 
 import pytest
 import torch
+from mmengine.config import Config
 
 from tests.conftest import REPO_ROOT, SMOKE_CONFIG, smoke_overrides
+from tests.detections import assert_same_detections
 
 sys.path.insert(0, osp.join(REPO_ROOT, 'tools'))
 import test as test_tool  # noqa: E402
@@ -140,9 +142,8 @@ def test_dist_train_two_cpu_processes(tiny_synthetic, tmp_path, config):
     for path in (dist_out, one_out):
         with open(path, 'rb') as f:
             preds.append({p['img_path']: p['pred_instances'] for p in pickle.load(f)})
-    assert len(preds[0]) == 4 and preds[0].keys() == preds[1].keys()
-    for img, got in preds[0].items():
-        want = preds[1][img]
-        assert len(got['scores']) > 0, img
-        for key in ('bboxes', 'scores', 'labels'):
-            torch.testing.assert_close(got[key], want[key], msg=f'{img} {key}')
+    assert len(preds[0]) == 4 and all(len(p['scores']) > 0 for p in preds[0].values())
+    # the same detections up to floating-point noise: 1 and 2 processes run convolutions with
+    # other thread counts, so scores differ at 1e-6 and near-ties may swap at the top-k cut
+    max_per_img = Config.fromfile(config).model.test_cfg.max_per_img
+    assert_same_detections(preds[0], preds[1], max_per_img=max_per_img)

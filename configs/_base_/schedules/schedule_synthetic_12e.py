@@ -22,3 +22,6 @@ default_hooks = dict(
     checkpoint=dict(interval=4, max_keep_ckpts=2))
 log_processor = dict(window_size=5)
 env_cfg = dict(mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0))
+# Seeded, so that a rerun on the same machine gives the same weights and metrics
+# (docs/get_started.md: across CPU types and thread counts they still differ).
+randomness = dict(seed=0)
