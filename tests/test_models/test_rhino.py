@@ -93,6 +93,18 @@ def test_losses_are_finite_and_every_parameter_gets_a_gradient(counts, decoupled
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
+@pytest.mark.parametrize('decoupled', [False, True])
+def test_a_batch_without_objects_trains(decoupled):
+    """RHINO's configs keep images without objects (filter_empty_gt=False)."""
+    model = (build(decoder=decoupled_decoder()) if decoupled else build()).train()
+    imgs, samples = batch((0, 0))
+    losses = model.loss(imgs, samples)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    assert float(losses['dn_loss_cls']) == 0 and float(losses['loss_bbox']) == 0
+    total(losses).backward()
+    assert model.bbox_head.cls_branches[0].weight.grad.abs().sum() > 0
+
+
 def test_denoising_groups_are_capped_and_boxes_are_rotated():
     model = build(dn_cfg=dict(CFG['dn_cfg'], max_groups=2,
                               group_cfg=dict(dynamic=True, num_groups=None,
