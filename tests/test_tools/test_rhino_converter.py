@@ -20,7 +20,9 @@ def converter():
 
 def write_published(tmp_path, with_cfg_in_ckpt, extra=None):
     oracle = load_oracle()
-    cfg_text = Config(dict(model=oracle['config'])).pretty_text
+    # a module only the published fork has: the tool must not import it
+    cfg_text = Config(dict(model=oracle['config'], custom_imports=dict(
+        imports=['mmrotate_published_fork_only'], allow_failed_imports=False))).pretty_text
     ckpt = dict(state_dict={**oracle['state_dict'], **(extra or {})})
     if with_cfg_in_ckpt:
         ckpt['meta'] = dict(cfg=cfg_text)

@@ -6,9 +6,9 @@
 PUBLISHED_CKPT is a checkpoint written by the published code (``state_dict``
 with its key names; bhcl's RHINO keeps them). Its model config is read from
 ``--config`` (the published ``.py`` file, e.g.
-``configs/rhino/rhino_phc_haus-4scale_r50_2xb2-36e_dota.py``; its custom
-imports are not executed) or, without it, from the checkpoint's
-``meta['cfg']`` (mmengine stores the config there). ``--label-tree`` (a bhcl
+``configs/rhino/rhino_phc_haus-4scale_r50_2xb2-36e_dota.py``) or, without it,
+from the checkpoint's ``meta['cfg']`` (mmengine stores the config there); in
+neither case are its ``custom_imports`` executed. ``--label-tree`` (a bhcl
 label-tree config ``.py`` with ``label_tree = dict(...)`` or a tree JSON) is
 optional: RHINO's classes are flat, a tree only makes bhcl's inference
 tree-aware; its node count must be the published ``num_classes``.
@@ -23,6 +23,7 @@ import os
 import os.path as osp
 import runpy
 import sys
+import tempfile
 
 import torch
 from mmengine.config import Config
@@ -55,6 +56,16 @@ def read_label_tree(path: str) -> LabelTree:
     return LabelTree.from_config(values['label_tree'])
 
 
+def config_from_text(text: str) -> Config:
+    """A config stored as Python text, read without importing its ``custom_imports``
+    (``Config.fromstring`` would import them: the published fork is not installed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'published_cfg.py')
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write(text)
+        return Config.fromfile(path, import_custom_modules=False)
+
+
 def published_model_cfg(args, ckpt: dict) -> dict:
     if args.config:
         cfg = Config.fromfile(args.config, import_custom_modules=False)
@@ -63,7 +74,7 @@ def published_model_cfg(args, ckpt: dict) -> dict:
         if not text:
             raise SystemExit(f"{args.checkpoint}: no meta['cfg'] in the checkpoint; pass the "
                              'published config with --config')
-        cfg = Config.fromstring(text, '.py') if isinstance(text, str) else Config(text)
+        cfg = config_from_text(text) if isinstance(text, str) else Config(text)
     if 'model' not in cfg:
         raise SystemExit('the published config has no `model`')
     return cfg.to_dict()['model']
