@@ -25,16 +25,8 @@ def box_tensor(boxes):
     return boxes.tensor if hasattr(boxes, 'tensor') else boxes
 
 
-def regularize_le90(boxes):
-    """(..., 5) boxes ``(cx, cy, w, h, t)`` -> the same boxes written in le90.
-
-    The one le90 rule of the project, for numpy arrays and torch tensors alike
-    (same type, shape and dtype out; differentiable for tensors): ``w >= h``
-    and ``t`` in ``[-pi/2, pi/2)``. When ``w <= h`` the sides are swapped and
-    ``t`` turned by ``pi/2``; a square (``w == h``) is swapped too, exactly as
-    ``mmrotate.structures.RotatedBoxes.regularize_boxes('le90')`` does, so
-    boxes from mmrotate transforms and ours agree bit for bit.
-    """
+def _regularize_long_edge(boxes, start: float):
+    """``w >= h`` (a square is swapped too) and ``t`` in ``[start, start + pi)``."""
     if isinstance(boxes, np.ndarray):
         where = np.where
         stack = lambda parts: np.stack(parts, axis=-1)  # noqa: E731
@@ -45,8 +37,32 @@ def regularize_le90(boxes):
     x, y, w, h, t = (boxes[..., i] for i in range(5))
     wider = w > h
     t = where(wider, t, t + np.pi / 2)
-    t = (t + np.pi / 2) % np.pi - np.pi / 2   # Python-style modulo for numpy and torch
+    t = (t - start) % np.pi + start if start else t % np.pi  # Python-style modulo
     return stack([x, y, where(wider, w, h), where(wider, h, w), t])
+
+
+def regularize_le90(boxes):
+    """(..., 5) boxes ``(cx, cy, w, h, t)`` -> the same boxes written in le90.
+
+    The one le90 rule of the project, for numpy arrays and torch tensors alike
+    (same type, shape and dtype out; differentiable for tensors): ``w >= h``
+    and ``t`` in ``[-pi/2, pi/2)``. When ``w <= h`` the sides are swapped and
+    ``t`` turned by ``pi/2``; a square (``w == h``) is swapped too, exactly as
+    ``mmrotate.structures.RotatedBoxes.regularize_boxes('le90')`` does, so
+    boxes from mmrotate transforms and ours agree bit for bit.
+    """
+    return _regularize_long_edge(boxes, -np.pi / 2)
+
+
+def regularize_long_edge(boxes):
+    """(..., 5) boxes ``(cx, cy, w, h, t)`` -> long edge first, ``t`` in ``[0, pi)``.
+
+    RHINO's box convention (``RotatedBoxes.regularize_boxes(width_longer=True,
+    start_angle=0)``), same rules as :func:`regularize_le90`: ``w <= h`` swaps
+    the sides (a square too) and turns t by pi/2, then ``t mod pi``. Not
+    idempotent on squares (each call turns them by pi/2 again): apply it once.
+    """
+    return _regularize_long_edge(boxes, 0.0)
 
 
 def regularize_rboxes(rboxes: np.ndarray) -> np.ndarray:

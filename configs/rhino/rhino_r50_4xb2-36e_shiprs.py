@@ -4,10 +4,13 @@
 _base_ = [
     '../_base_/models/rhino_r50.py',
     '../_base_/datasets/shiprs.py',
+    '../_base_/datasets/rhino_augmentation.py',
     '../_base_/schedules/schedule_rhino_36e.py',
     '../_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['bhcl'], allow_failed_imports=False)
 
 model = dict(label_tree={{_base_.label_tree}})
-train_dataloader = dict(batch_size=2)
+# RHINO's own training data: no random shift, images without objects kept
+train_dataloader = dict(batch_size=2, dataset=dict(filter_cfg=dict(filter_empty_gt=False),
+                                                   pipeline={{_base_.rhino_train_pipeline}}))

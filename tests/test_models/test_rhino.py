@@ -93,6 +93,18 @@ def test_losses_are_finite_and_every_parameter_gets_a_gradient(counts, decoupled
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
+@pytest.mark.parametrize('decoupled', [False, True])
+def test_a_batch_without_objects_trains(decoupled):
+    """RHINO's configs keep images without objects (filter_empty_gt=False)."""
+    model = (build(decoder=decoupled_decoder()) if decoupled else build()).train()
+    imgs, samples = batch((0, 0))
+    losses = model.loss(imgs, samples)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    assert float(losses['dn_loss_cls']) == 0 and float(losses['loss_bbox']) == 0
+    total(losses).backward()
+    assert model.bbox_head.cls_branches[0].weight.grad.abs().sum() > 0
+
+
 def test_denoising_groups_are_capped_and_boxes_are_rotated():
     model = build(dn_cfg=dict(CFG['dn_cfg'], max_groups=2,
                               group_cfg=dict(dynamic=True, num_groups=None,
@@ -254,3 +266,24 @@ def test_category_query_classifier_with_bhcl_on_decoupled_rhino():
         pred = model.predict(imgs, samples)[0].pred_instances
     # top 3 categories per image, leaves only: at most 3 distinct labels, all leaves
     assert set(pred.labels.tolist()) <= {1, 2, 4, 5} and len(set(pred.labels.tolist())) <= 3
+
+
+def test_group_hungarian_equals_the_block_diagonal_problem():
+    """RHINO solves all groups at once: block g = [positives of group g; matching queries]
+    x ground truths, +100 off the blocks. Group by group gives the same matching."""
+    from scipy.optimize import linear_sum_assignment
+
+    from bhcl.models.dense_heads.rotated_dino_head import dn_group_hungarian
+    g = torch.Generator().manual_seed(0)
+    groups, n, q = 4, 3, 6
+    dn_cost = torch.rand(groups, n, n, generator=g) * 10 - 3
+    match_cost = torch.rand(q, n, generator=g) * 10 - 3
+    blocks = [torch.cat([dn_cost[i], match_cost]) for i in range(groups)]
+    full = torch.block_diag(*blocks) + 100 * ~torch.block_diag(
+        *[torch.ones_like(b) for b in blocks]).bool()
+    rows, cols = linear_sum_assignment(full.numpy())
+    assigned = torch.full((groups * (n + q),), -1, dtype=torch.long)
+    assigned[torch.as_tensor(rows)] = torch.as_tensor(cols) % n
+    expected = assigned.view(groups, n + q)[:, :n]
+    assert torch.equal(dn_group_hungarian(dn_cost, match_cost), expected)
+    assert (expected == -1).any() and (expected >= 0).any()  # both cases occur

@@ -27,16 +27,22 @@ def random_rboxes(n, seed=0, dtype=torch.float64):
 
 
 # ---------------------------------------------------------------- Hausdorff
-def naive_hausdorff(box1, box2, img_shape):
-    """Double loop over corners, from the definition, in Python floats."""
+def naive_hausdorff(box1, box2, img_shape, scale_boxes=False):
+    """Double loop over corners, from the definition, in Python floats. ``scale_boxes``:
+    RHINO's rule, the boxes divided by (W, H, W, H, 1) before taking their corners."""
     def corners(box):
         cx, cy, w, h, t = (float(v) for v in box)
+        if scale_boxes:
+            cx, w, cy, h = cx / img_shape[1], w / img_shape[1], cy / img_shape[0], h / img_shape[0]
+            img = (1., 1.)
+        else:
+            img = img_shape
         pts = []
         for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
             dx, dy = sx * w / 2, sy * h / 2
             pts.append((cx + dx * math.cos(t) - dy * math.sin(t),
                         cy + dx * math.sin(t) + dy * math.cos(t)))
-        return [(x / img_shape[1], y / img_shape[0]) for x, y in pts]
+        return [(x / img[1], y / img[0]) for x, y in pts]
 
     a, b = corners(box1), corners(box2)
     d_ab = max(min(math.dist(p, q) for q in b) for p in a)
@@ -48,11 +54,19 @@ def test_hausdorff_matches_double_loop():
     pred, gt = random_rboxes(7, seed=1), random_rboxes(5, seed=2)
     expected = torch.tensor([[naive_hausdorff(p, q, IMG_SHAPE) for q in gt] for p in pred],
                             dtype=torch.float64)
-    assert_close(corner_hausdorff_cost(pred, gt, IMG_SHAPE), expected)
-    cost = HausdorffCornerCost(weight=5.)(InstanceData(bboxes=RotatedBoxes(pred.float())),
-                                          InstanceData(bboxes=gt.float()),
-                                          dict(img_shape=IMG_SHAPE))
-    assert_close(cost, 5. * expected.float(), rtol=1e-5, atol=1e-5)
+    assert_close(corner_hausdorff_cost(pred, gt, IMG_SHAPE, scale_boxes=False), expected)
+    rhino = torch.tensor([[naive_hausdorff(p, q, IMG_SHAPE, True) for q in gt] for p in pred],
+                         dtype=torch.float64)
+    assert_close(corner_hausdorff_cost(pred, gt, IMG_SHAPE), rhino)
+    assert not torch.allclose(rhino, expected)  # the rules differ on a non-square image
+    for scale_boxes, want in ((True, rhino), (False, expected)):
+        cost = HausdorffCornerCost(weight=5., scale_boxes=scale_boxes)(
+            InstanceData(bboxes=RotatedBoxes(pred.float())), InstanceData(bboxes=gt.float()),
+            dict(img_shape=IMG_SHAPE))
+        assert_close(cost, 5. * want.float(), rtol=1e-5, atol=1e-5)
+    # on a square image they agree
+    assert_close(corner_hausdorff_cost(pred, gt, (150, 150)),
+                 corner_hausdorff_cost(pred, gt, (150, 150), scale_boxes=False))
     # without an img_meta: pixels
     expected_px = torch.tensor([[naive_hausdorff(p, q, (1., 1.)) for q in gt] for p in pred],
                                dtype=torch.float64)
@@ -64,20 +78,22 @@ def test_hausdorff_hand_cases():
     turned = box + torch.tensor([0., 0., 0., 0., math.pi], dtype=torch.float64)
     swapped = torch.tensor([[40., 60., 10., 30., 0.4 + math.pi / 2]], dtype=torch.float64)
     moved = box + torch.tensor([3., 4., 0., 0., 0.], dtype=torch.float64)
-    cost = corner_hausdorff_cost(box, torch.cat([box, turned, swapped, moved]), IMG_SHAPE)
+    cost = corner_hausdorff_cost(box, torch.cat([box, turned, swapped, moved]), IMG_SHAPE,
+                                 scale_boxes=False)
     expected = torch.tensor([[0., 0., 0., math.hypot(3 / 100, 4 / 200)]], dtype=torch.float64)
     assert_close(cost, expected, atol=1e-12, rtol=0)
 
 
 def test_hausdorff_batched_qbox_and_empty():
     pred, gt = random_rboxes(12, seed=3).view(2, 6, 5), random_rboxes(8, seed=4).view(2, 4, 5)
-    batched = corner_hausdorff_cost(pred, gt, IMG_SHAPE)
+    batched = corner_hausdorff_cost(pred, gt, IMG_SHAPE, scale_boxes=False)
     assert batched.shape == (2, 6, 4)
     for i in range(2):
-        assert_close(batched[i], corner_hausdorff_cost(pred[i], gt[i], IMG_SHAPE))
+        assert_close(batched[i], corner_hausdorff_cost(pred[i], gt[i], IMG_SHAPE,
+                                                       scale_boxes=False))
     # batch dimensions broadcast: one set of ground truth against two of predictions
-    assert_close(corner_hausdorff_cost(pred, gt[:1], IMG_SHAPE)[1],
-                 corner_hausdorff_cost(pred[1], gt[0], IMG_SHAPE))
+    assert_close(corner_hausdorff_cost(pred, gt[:1], IMG_SHAPE, scale_boxes=False)[1],
+                 corner_hausdorff_cost(pred[1], gt[0], IMG_SHAPE, scale_boxes=False))
     # the same boxes as corners
     qbox = RotatedBoxes(pred[0]).convert_to('qbox').tensor
     gt_qbox = RotatedBoxes(gt[0]).convert_to('qbox').tensor
@@ -137,11 +153,11 @@ def make_samples(boxes_per_image, img_shape=IMG_SHAPE, num_classes=5, seed=0):
 
 
 def generator(num_dn_queries=100, max_groups=None, num_classes=5, embed_dims=8,
-              box_noise_scale=1.0):
+              box_noise_scale=1.0, angle_noise=0.0):
     return RotatedCdnQueryGenerator(num_classes=num_classes, embed_dims=embed_dims,
                                     num_matching_queries=3, box_noise_scale=box_noise_scale,
                                     group_cfg=dict(dynamic=True, num_dn_queries=num_dn_queries),
-                                    max_groups=max_groups)
+                                    max_groups=max_groups, angle_noise=angle_noise)
 
 
 @pytest.mark.parametrize('counts', [(0,), (0, 0), (1,), (3, 2), (0, 4)])
@@ -211,8 +227,10 @@ def angle_gap(a, b):
     return torch.minimum(d, math.pi - d)
 
 
-@pytest.mark.parametrize('scale', [1.0, 0.4])
-def test_cdn_box_noise_bounds(scale):
+@pytest.mark.parametrize('scale,angle_noise', [(1.0, 0.0), (0.4, 0.0), (1.0, math.pi / 12)])
+def test_cdn_box_noise_bounds(scale, angle_noise):
+    """RHINO's noise: (cx, cy, w, h) by up to (w, h, w, h) * scale / 2 (negatives 1x to 2x),
+    the angle untouched; ``angle_noise`` (a bhcl option) turns it by up to that much."""
     torch.manual_seed(0)
     # small boxes far from the border (no clamping); angles near both ends of
     # [0, pi) and one in le90 (negative), which must come back wrapped
@@ -220,28 +238,46 @@ def test_cdn_box_noise_bounds(scale):
                        [70., 140., 10., 5., -1.2]])
     samples = make_samples([gt])
     inputs = gt.clone()
-    _, bbox_q, _, dn_meta = generator(num_dn_queries=600, box_noise_scale=scale)(samples)
+    _, bbox_q, _, dn_meta = generator(num_dn_queries=600, box_noise_scale=scale,
+                                      angle_noise=angle_noise)(samples)
     assert_close(samples[0].gt_instances.bboxes.tensor, inputs)  # inputs untouched
     groups = dn_meta['num_denoising_groups']
     boxes = decode(bbox_q[0]).view(groups, 2, 3, 5)  # (group, positive / negative, object, 5)
     assert ((boxes[..., 4] >= 0) & (boxes[..., 4] < math.pi)).all()
     ref = gt.expand_as(boxes)
     w, h = ref[..., 2], ref[..., 3]
-    spans = [scale * w / 2, scale * h / 2, scale * w, scale * h]
-    # inverse_sigmoid clamps at 1e-3, which moves an angle near 0 or pi by up to 1e-3 * pi
+    spans = [scale * w / 2, scale * h / 2, scale * w / 2, scale * h / 2]
     gaps = [(boxes[..., i] - ref[..., i]).abs() / spans[i] for i in range(4)]
-    gaps.append((angle_gap(boxes[..., 4], ref[..., 4]) - 1e-3 * math.pi).clamp(min=0)
-                / (scale * math.pi / 12))
+    if angle_noise == 0:  # the angle is the target's, wrapped to [0, pi)
+        assert_close(boxes[..., 4], torch.remainder(ref[..., 4], math.pi).expand_as(boxes[..., 4]),
+                     rtol=0, atol=1e-5)
+    else:  # inverse_sigmoid clamps at 1e-3, which moves an angle near 0 or pi by 1e-3 * pi
+        gaps.append((angle_gap(boxes[..., 4], ref[..., 4]) - 1e-3 * math.pi).clamp(min=0)
+                    / (scale * angle_noise))
+        angle_gap_neg = angle_gap(boxes[:, 1, :, 4], ref[:, 1, :, 4]) / (scale * angle_noise)
+        assert (angle_gap_neg > 1 - 0.04).all() and (angle_gap_neg < 2 + 0.04).all()
     for gap in gaps:
-        positive, negative = gap[:, 0], gap[:, 1]
+        positive = gap[:, 0]
         assert positive.max() < 1 + 1e-4 and positive.max() > 0.9  # bounded, and spread
     # negatives: noise in [1, 2) spans, but a size pushed below 0 is clamped
     # to 0 and decoded as 1e-3 of the image side
     for gap, span, side in zip(gaps[:4], spans, (100, 200, 100, 200)):
         low = 1 - 1e-3 * side / span[:, 1] - 1e-4
         assert (gap[:, 1] > low).all() and (gap[:, 1] < 2 + 1e-4).all()
-    angle_gap_neg = angle_gap(boxes[:, 1, :, 4], ref[:, 1, :, 4]) / (scale * math.pi / 12)
-    assert (angle_gap_neg > 1 - 0.04).all() and (angle_gap_neg < 2 + 0.04).all()
+
+
+def test_cdn_writes_the_ground_truth_long_edge_first():
+    """(short, long, t) and (long, short, t + pi / 2) give the same queries."""
+    short_first = torch.tensor([[50., 100., 6., 12., 0.3], [30., 60., 4., 9., -0.2]])
+    long_first = torch.tensor([[50., 100., 12., 6., 0.3 + math.pi / 2],
+                               [30., 60., 9., 4., -0.2 + math.pi / 2]])
+    out = []
+    for boxes in (short_first, long_first):
+        torch.manual_seed(0)
+        out.append(generator()(make_samples([boxes]))[1])
+    assert_close(out[0], out[1], rtol=0, atol=1e-5)
+    positives = decode(out[0][0, :2])  # within half a side of the long-edge-first boxes
+    assert ((positives[:, 2:4] - long_first[:, 2:4]).abs() <= long_first[:, 2:4] / 2).all()
 
 
 def test_cdn_label_noise_rate():

@@ -1,4 +1,6 @@
-"""RotatedMultiScaleDeformableAttention: mmcv at t = 0, rotated geometry otherwise."""
+"""RotatedMultiScaleDeformableAttention: mmcv at t = 0; RHINO's element-wise rule and the
+box-frame rotation (``offset_frame='box'``) otherwise."""
+import itertools
 import math
 
 import pytest
@@ -80,7 +82,7 @@ def test_equals_mmcv_box_reference_when_unrotated():
 
 @pytest.mark.parametrize('aspect_ratio', [torch.tensor([0.5, 2.0]), 0.75])
 def test_locations_rotate_about_the_box_centre_in_pixels(aspect_ratio):
-    layer = make_layer()
+    layer = make_layer(offset_frame='box')
     query, _ = random_inputs()
     boxes = random_boxes(2, 5)
     theta = 0.7
@@ -97,7 +99,7 @@ def test_locations_rotate_about_the_box_centre_in_pixels(aspect_ratio):
 
 def test_box_frame_corners_land_on_bhcl_polygon_corners():
     """Offsets (+-1, +-1) half sides hit the corners that ``rbox_to_poly`` draws: same t sign."""
-    layer = make_layer(num_levels=1)
+    layer = make_layer(num_levels=1, offset_frame='box')
     corners = torch.tensor([[-1., -1.], [1., -1.], [1., 1.], [-1., 1.]]) * POINTS
     with torch.no_grad():
         layer.sampling_offsets.weight.zero_()
@@ -119,7 +121,7 @@ def test_sampling_pattern_turns_with_the_map(num_levels, turns):
     maps (x, y) -> (y, 1 - x) per turn and turns every box by -pi/2 in bhcl's convention
     (positive t is clockwise on screen); w and h keep their meaning in the box frame."""
     shapes = SHAPES[:num_levels]
-    layer = make_layer(num_levels=num_levels).double().eval()
+    layer = make_layer(num_levels=num_levels, offset_frame='box').double().eval()
     query, value = (x.double() for x in random_inputs(shapes=shapes))
     boxes = random_boxes(2, 5).double()
     maps = value.split(shapes.prod(1).tolist(), dim=1)
@@ -134,6 +136,27 @@ def test_sampling_pattern_turns_with_the_map(num_levels, turns):
     common = dict(query=query, spatial_shapes=shapes, level_start_index=level_start(shapes))
     expected = layer(value=value, reference_points=boxes, **common)
     assert_close(layer(value=turned_value, reference_points=turned_boxes, **common), expected)
+
+
+def test_rhino_rule_scales_offsets_by_the_turned_half_size():
+    """Default (RHINO's rule): location = centre + offset / P * R(t) (w/2, h/2), element-wise,
+    written out per point in Python floats; the aspect ratio plays no part."""
+    layer = make_layer()
+    query, _ = random_inputs()
+    boxes = random_boxes(2, 5, num_levels=2)
+    locations = layer.sampling_locations(query, boxes, aspect_ratio=0.5)
+    offsets = layer.sampling_offsets(query).view(2, 5, HEADS, 2, POINTS, 2) / POINTS
+    expected = torch.empty_like(locations)
+    for b, q, head, lvl, p in itertools.product(range(2), range(5), range(HEADS), range(2),
+                                                 range(POINTS)):
+        cx, cy, w, h, t = (float(v) for v in boxes[b, q, lvl])
+        vx = math.cos(t) * w / 2 - math.sin(t) * h / 2
+        vy = math.sin(t) * w / 2 + math.cos(t) * h / 2
+        ox, oy = (float(v) for v in offsets[b, q, head, lvl, p])
+        expected[b, q, head, lvl, p] = torch.tensor([cx + ox * vx, cy + oy * vy])
+    assert_close(locations, expected)
+    with pytest.raises(ValueError, match='offset_frame'):
+        make_layer(offset_frame='rotated')
 
 
 def test_gradients_reach_query_value_boxes_and_every_parameter():

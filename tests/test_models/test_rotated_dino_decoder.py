@@ -20,10 +20,10 @@ LAYER = dict(self_attn_cfg=dict(embed_dims=C, num_heads=HEADS, dropout=0.0),
              ffn_cfg=dict(embed_dims=C, feedforward_channels=64, ffn_drop=0.0))
 
 
-def decoder(num_layers=2):
+def decoder(num_layers=2, **kwargs):
     torch.manual_seed(0)
     return RotatedDinoTransformerDecoder(num_layers=num_layers, return_intermediate=True,
-                                         post_norm_cfg=None, layer_cfg=LAYER)
+                                         post_norm_cfg=None, layer_cfg=LAYER, **kwargs)
 
 
 def inputs(b=2, n=5, seed=1):
@@ -100,6 +100,10 @@ def test_encoding_and_input_checks():
     ref2[..., 4] += 0.1
     assert torch.equal(enc[..., :64], rbox_to_encoding(ref2, 16)[..., :64])
     assert not torch.equal(enc[..., 64:], rbox_to_encoding(ref2, 16)[..., 64:])
+    assert torch.equal(rbox_to_encoding(ref, 16, with_angle=False), enc[..., :64])
+    # RHINO's positional query: (cx, cy, w, h) with C / 2 features each, the angle left out
+    assert decoder(1).ref_point_head.layers[0].in_features == 2 * C
+    assert decoder(1, query_pos_angle=True).ref_point_head.layers[0].in_features == 5 * C
     query, value, ref = inputs()
     with pytest.raises(ValueError, match='5\\) reference boxes'):
         decoder(1)(query, value, None, None, ref[..., :4], SHAPES, START,

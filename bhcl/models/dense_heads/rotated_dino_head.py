@@ -7,12 +7,14 @@ reference boxes. The box losses are an L1 loss on these five numbers and,
 in the slot of DINO's GIoU loss, a rotated-box loss on the boxes in pixels
 (RHINO: the Gaussian KLD of mmrotate's ``GDLoss``). Matching uses the same
 box representation: the assigner's costs see the predictions in pixels
-(``(cx, cy, w, h, t)``, t in radians).
+(``(cx, cy, w, h, t)``, t in radians) and the ground truth written long edge
+first with t in [0, pi) (RHINO's convention, as the targets).
 """
 import copy
 import math
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from mmcv.cnn import Linear
 from mmdet.models.dense_heads import DINOHead
@@ -21,10 +23,11 @@ from mmdet.utils import InstanceList, reduce_mean
 from mmengine.structures import InstanceData
 from mmrotate.registry import MODELS
 from mmrotate.structures.bbox import RotatedBoxes
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from bhcl.models.layers.rotated_cdn import normalize_gt_rboxes
-from bhcl.structures.geometry import box_tensor
+from bhcl.structures.geometry import box_tensor, regularize_long_edge
 
 
 def denormalize_rboxes(boxes: Tensor, img_shape) -> Tensor:
@@ -32,6 +35,31 @@ def denormalize_rboxes(boxes: Tensor, img_shape) -> Tensor:
     h, w = img_shape[:2]
     return torch.cat([boxes[..., :4] * boxes.new_tensor([w, h, w, h]),
                       boxes[..., 4:] * math.pi], dim=-1)
+
+
+def dn_group_hungarian(dn_cost: Tensor, match_cost: Tensor) -> Tensor:
+    """RHINO's group-wise matching of positive denoising queries.
+
+    For each group g, the rows ``[dn_cost[g]; match_cost]`` (the group's positive
+    queries first, then every matching query) are Hungarian-matched to the
+    ground truths (columns). RHINO solves all groups as one block-diagonal
+    problem with +100 off the blocks; blocks never trade, so this is the same.
+
+    Args:
+        dn_cost: (G, N, N) cost of positive query j of group g against ground truth k.
+        match_cost: (Q, N) cost of each matching query.
+    Returns:
+        (G, N) long: the ground truth matched to each positive query, -1 if none.
+    """
+    num_groups, num_gt = dn_cost.shape[:2]
+    out = torch.full((num_groups, num_gt), -1, dtype=torch.long)
+    match = match_cost.detach().float().cpu()
+    for g in range(num_groups):
+        cost = torch.cat([dn_cost[g].detach().float().cpu(), match]).numpy()
+        rows, cols = linear_sum_assignment(cost)
+        keep = rows < num_gt
+        out[g, torch.from_numpy(rows[keep])] = torch.from_numpy(cols[keep].astype(np.int64))
+    return out.to(dn_cost.device)
 
 
 @MODELS.register_module()
@@ -108,7 +136,7 @@ class RotatedDINOHead(DINOHead):
         """Per decoder layer: class scores (L, B, N, K) and boxes (L, B, N, 5) in [0, 1]."""
         classes, coords = [], []
         for layer_id in range(hidden_states.shape[0]):
-            reference = inverse_sigmoid(references[layer_id], eps=1e-3)
+            reference = inverse_sigmoid(references[layer_id])  # eps 1e-5, as RHINO / DINO
             cls_in, reg_in = self.split_streams(hidden_states[layer_id])
             if self._cq is not None:  # similarity to the image's category embeddings
                 classes.append(self.category_queries.logits(self.cls_branches[layer_id](cls_in),
@@ -257,9 +285,14 @@ class RotatedDINOHead(DINOHead):
                             bbox_weights, num_total_pos, num_total_neg, batch_img_metas)
 
     def _losses(self, cls_scores, bbox_preds, labels, label_weights, bbox_targets,
-                bbox_weights, num_total_pos, num_total_neg, batch_img_metas):
+                bbox_weights, num_total_pos, num_total_neg, batch_img_metas,
+                num_cls_pos: Optional[int] = None):
+        """Focal, L1 and rotated-box losses; the classification loss is averaged over
+        ``num_cls_pos`` positives (default ``num_total_pos``), the box losses over
+        ``num_total_pos``."""
         cls_scores = cls_scores.reshape(-1, self.cls_out_channels)
-        cls_avg_factor = num_total_pos * 1.0 + num_total_neg * self.bg_cls_weight
+        num_cls_pos = num_total_pos if num_cls_pos is None else num_cls_pos
+        cls_avg_factor = num_cls_pos * 1.0 + num_total_neg * self.bg_cls_weight
         if self.sync_cls_avg_factor:
             cls_avg_factor = reduce_mean(cls_scores.new_tensor([cls_avg_factor]))
         cls_avg_factor = max(cls_avg_factor, 1)
@@ -285,7 +318,7 @@ class RotatedDINOHead(DINOHead):
                             gt_instances: InstanceData, img_meta: dict) -> tuple:
         """Hungarian targets of one image: labels, weights, normalised box targets."""
         num_bboxes = bbox_pred.size(0)
-        gt_boxes = box_tensor(gt_instances.bboxes).to(bbox_pred)
+        gt_boxes = regularize_long_edge(box_tensor(gt_instances.bboxes).to(bbox_pred))
         pred_instances = InstanceData(scores=cls_score,
                                       bboxes=denormalize_rboxes(bbox_pred, img_meta['img_shape']))
         assign = self.assigner.assign(
@@ -301,7 +334,8 @@ class RotatedDINOHead(DINOHead):
         bbox_targets = torch.zeros_like(bbox_pred)
         bbox_weights = torch.zeros_like(bbox_pred)
         bbox_weights[pos_inds] = 1.0
-        bbox_targets[pos_inds] = normalize_gt_rboxes(gt_boxes[pos_gt], img_meta['img_shape'])
+        bbox_targets[pos_inds] = normalize_gt_rboxes(
+            box_tensor(gt_instances.bboxes).to(bbox_pred)[pos_gt], img_meta['img_shape'])
         return labels, label_weights, bbox_targets, bbox_weights, pos_inds, neg_inds
 
     def loss_dn(self, all_layers_denoising_cls_scores: Tensor,
@@ -318,7 +352,9 @@ class RotatedDINOHead(DINOHead):
                         batch_gt_instances: InstanceList, batch_img_metas: List[dict],
                         dn_meta: Dict[str, int], layer: Optional[int] = None) -> Tuple[Tensor]:
         """Denoising losses of one decoder layer: DINO's fixed targets, or with
-        ``dn_joint_matching`` the class targets of :meth:`joint_dn_class_targets`."""
+        ``dn_joint_matching`` the class targets of :meth:`joint_dn_class_targets`.
+        As RHINO, the classification loss is averaged over the positive queries that
+        keep their class, the box losses over all positive queries."""
         (labels_list, label_weights_list, bbox_targets_list, bbox_weights_list,
          num_total_pos, num_total_neg) = self.get_dn_targets(batch_gt_instances,
                                                              batch_img_metas, dn_meta)
@@ -328,10 +364,13 @@ class RotatedDINOHead(DINOHead):
                 labels, dn_cls_scores[i], dn_bbox_preds[i], match_cls[i], match_box[i],
                 batch_gt_instances[i], batch_img_metas[i], dn_meta)
                 for i, labels in enumerate(labels_list)]
-        return self._losses(dn_cls_scores, dn_bbox_preds, torch.cat(labels_list),
+        labels = torch.cat(labels_list)
+        num_kept = int((labels < self.num_classes).sum())
+        return self._losses(dn_cls_scores, dn_bbox_preds, labels,
                             torch.cat(label_weights_list), torch.cat(bbox_targets_list),
-                            torch.cat(bbox_weights_list), num_total_pos, num_total_neg,
-                            batch_img_metas)
+                            torch.cat(bbox_weights_list), num_total_pos,
+                            num_total_neg + num_total_pos - num_kept, batch_img_metas,
+                            num_cls_pos=num_kept)
 
     def _get_dn_targets_single(self, gt_instances: InstanceData, img_meta: dict,
                                dn_meta: Dict[str, int]) -> tuple:
@@ -372,6 +411,14 @@ class RotatedDINOHead(DINOHead):
             for layer in range(self.num_pred_layer - (1 if self.as_two_stage else 0)):
                 nn.init.zeros_(self.cls_branches[layer].bias)
 
+    def match_cost(self, scores: Tensor, boxes: Tensor, gt: InstanceData,
+                   img_meta: dict) -> Tensor:
+        """(n, K) logits and (n, 5) normalised boxes -> (n, num_gt) summed costs of the
+        assigner (boxes in pixels; ``gt.bboxes`` in pixels, long edge first)."""
+        pred = InstanceData(scores=scores,
+                            bboxes=denormalize_rboxes(boxes, img_meta['img_shape']))
+        return sum(cost(pred, gt, img_meta) for cost in self.assigner.match_costs)
+
     @torch.no_grad()
     def joint_dn_class_targets(self, labels: Tensor, dn_cls: Tensor, dn_box: Tensor,
                                match_cls: Tensor, match_box: Tensor, gt_instances: InstanceData,
@@ -379,38 +426,37 @@ class RotatedDINOHead(DINOHead):
         """RHINO's joint matching of positive denoising queries, for one image and layer.
 
         Per denoising group, the group's positive queries and the matching queries are
-        Hungarian-matched together to the ground truth (the detector's assigner and
-        costs). Positive query i keeps object i's class only when the matching picks it
-        for object i; otherwise its class target is background, while its box target
-        stays object i's (the regression loss is unchanged). A positive query that
-        duplicates a better matching query thus learns not to score.
+        Hungarian-matched together to the ground truth (the assigner's costs,
+        :func:`dn_group_hungarian`). Positive query i keeps object i's class only when
+        the matching picks it for object i; otherwise its class target is background,
+        while its box target stays object i's (the regression loss is unchanged). A
+        positive query that duplicates a better matching query thus learns not to score.
         """
         num_gt = len(gt_instances)
         if num_gt == 0:
             return labels
-        labels = labels.clone()
         num_groups = dn_meta['num_denoising_groups']
         per_group = dn_meta['num_denoising_queries'] // num_groups
-        n = len(match_cls)
-        gt = InstanceData(bboxes=box_tensor(gt_instances.bboxes).to(dn_box),
+        device = labels.device
+        pos = (torch.arange(num_groups, device=device)[:, None] * per_group +
+               torch.arange(num_gt, device=device)).flatten()
+        gt = InstanceData(bboxes=regularize_long_edge(box_tensor(gt_instances.bboxes).to(dn_box)),
                           labels=gt_instances.labels)
-        shape = img_meta['img_shape']
-        for g in range(num_groups):
-            pos = g * per_group + torch.arange(num_gt, device=labels.device)
-            cand = InstanceData(
-                scores=torch.cat([match_cls, dn_cls[pos]]),
-                bboxes=denormalize_rboxes(torch.cat([match_box, dn_box[pos]]), shape))
-            gt_inds = self.assigner.assign(cand, gt, img_meta).gt_inds
-            own = gt_inds[n:] == torch.arange(1, num_gt + 1, device=gt_inds.device)
-            labels[pos[~own]] = self.num_classes
+        match = self.match_cost(match_cls, match_box, gt, img_meta)
+        dn = self.match_cost(dn_cls[pos], dn_box[pos], gt, img_meta)
+        matched = dn_group_hungarian(dn.view(num_groups, num_gt, num_gt), match)
+        own = (matched == torch.arange(num_gt, device=device)).flatten()
+        labels = labels.clone()
+        labels[pos[~own]] = self.num_classes
         return labels
 
     # --------------------------------------------------------- inference
     def _predict_by_feat_single(self, cls_score: Tensor, bbox_pred: Tensor, img_meta: dict,
                                 rescale: bool = True) -> InstanceData:
-        """Top ``max_per_img`` (query, class) pairs, boxes in pixels (no NMS); classes
-        outside the ``predict_mask`` buffer (internal tree nodes, set by the detector)
-        are never predicted."""
+        """Top ``max_per_img`` (query, class) pairs, boxes in pixels (no NMS, as RHINO:
+        ``cx, w`` clamped to [0, W] and ``cy, h`` to [0, H]); classes outside the
+        ``predict_mask`` buffer (internal tree nodes, set by the detector) are never
+        predicted."""
         mask = getattr(self, 'predict_mask', None)
         if mask is not None:
             cls_score = cls_score.masked_fill(~mask, float('-inf'))
@@ -419,7 +465,10 @@ class RotatedDINOHead(DINOHead):
         keep = scores > 0  # masked (query, class) pairs fill the top-k with zeros: drop them
         scores, idx = scores[keep], idx[keep]
         labels = idx % self.num_classes
-        boxes = denormalize_rboxes(bbox_pred[idx // self.num_classes], img_meta['img_shape'])
+        img_h, img_w = img_meta['img_shape'][:2]
+        boxes = denormalize_rboxes(bbox_pred[idx // self.num_classes], (img_h, img_w))
+        limit = boxes.new_tensor([img_w, img_h, img_w, img_h])
+        boxes = torch.cat([torch.minimum(boxes[:, :4].clamp(min=0), limit), boxes[:, 4:]], dim=-1)
         if rescale and 'scale_factor' in img_meta:
             sx, sy = img_meta['scale_factor'][:2]
             boxes[:, :4] = boxes[:, :4] / boxes.new_tensor([sx, sy, sx, sy])

@@ -2,16 +2,15 @@
 
 Differences from mmdet's :class:`DINO`:
 
-- boxes are ``(cx, cy, w, h, t / pi)`` in [0, 1], long-edge angle in [0, pi),
+- boxes are ``(cx, cy, w, h, t / pi)`` in [0, 1], long edge first with the angle
+  in [0, pi) (RHINO's convention; the ground truth is brought to it on a copy),
   refined in inverse-sigmoid space (:class:`RotatedDINOHead`);
 - the decoder samples around rotated reference boxes
   (:class:`RotatedDinoTransformerDecoder`);
 - contrastive denoising with rotated boxes (:class:`RotatedCdnQueryGenerator`,
-  its ``angle_noise`` and ``max_groups`` passed through ``dn_cfg``);
+  bhcl's options ``angle_noise`` and ``max_groups`` passed through ``dn_cfg``);
 - two-stage query selection keeps DINO's axis-aligned square proposals; their
-  angle starts at t / pi = 0.5 (logit 0). A square is the same region at
-  angle 0 (RHINO's proposals) and at pi / 2, and the middle of the sigmoid lets
-  the angle be learnt in both directions (0 sits on the sigmoid's edge);
+  angle starts at t / pi = 0.5 (logit 0), as RHINO's;
 - ``label_tree``: the classes are the tree's nodes, inference keeps the leaves;
 - ``decoder=dict(decoupled=True)``: the BHCL paper's decoupled queries
   (:class:`DecoupledRotatedDecoderLayer`): classification and localisation halves

@@ -4,20 +4,20 @@ Conventions (what a rotated DINO head must follow to read the queries back):
 
 - Ground truth ``(cx, cy, w, h, t)`` in pixels, t in radians in any
   convention in which the box is the ``w x h`` rectangle turned by t (le90,
-  le135, [0, pi) long edge). It is normalised to
-  ``(cx / W, cy / H, w / W, h / H, (t mod pi) / pi)``; turning a rectangle by
-  pi changes nothing, so wrapping keeps w / h and a long-edge box stays long-edge.
+  le135, [0, pi) long edge). It is first written long edge first with t in
+  [0, pi) (:func:`~bhcl.structures.geometry.regularize_long_edge`, RHINO's
+  convention), then normalised to ``(cx / W, cy / H, w / W, h / H, t / pi)``.
+  So a box given as (short, long, t) and as (long, short, t + pi / 2) gets the
+  same queries and targets.
 - Box queries are ``inverse_sigmoid`` of these five numbers (eps 1e-3, as mmdet).
-- Noise, with ``r`` uniform in (-1, 1) for positive and in
-  (-2, -1] U [1, 2) for negative queries, drawn independently per coordinate:
-  ``cx += r * s * w / 2``, ``cy += r * s * h / 2``, ``w += r * s * w``,
-  ``h += r * s * h`` (DN-DETR / DINO), ``t += r * s * angle_noise``
-  (``s = box_noise_scale``; ``angle_noise = pi / 12`` by default, so positives
-  turn by less than 15 degrees and negatives by 15 to 30 degrees at ``s = 1``).
-  Centre and size are then clamped to [0, 1] (as mmdet clamps its corners) and
-  the angle wrapped to [0, pi). w and h are never swapped, even if noise makes
-  w < h: each query coordinate then stays near the coordinate of its target,
-  whereas swapping would also turn the parameters by pi / 2.
+- Noise (RHINO's), with ``r`` uniform in (-1, 1) for positive and in
+  (-2, -1] U [1, 2) for negative queries, drawn independently per coordinate
+  (signs first, then magnitudes, from the global generator, as RHINO):
+  ``(cx, cy, w, h) += r * s * (w, h, w, h) / 2`` in normalised units
+  (``s = box_noise_scale``); the angle is not noised unless ``angle_noise > 0``
+  (a bhcl option: ``t += r * s * angle_noise``, wrapped to [0, pi)). Then all
+  five numbers are clamped to [0, 1]. w and h are never swapped, even if noise
+  makes w < h: each query coordinate then stays near the coordinate of its target.
 """
 import math
 from typing import List, Optional, Tuple
@@ -29,21 +29,15 @@ from mmdet.utils import OptConfigType
 from mmrotate.registry import MODELS
 from torch import Tensor
 
-from bhcl.structures.geometry import box_tensor
-
-
-def wrap_angle_0_pi(t: Tensor) -> Tensor:
-    """Angles (radians) -> [0, pi), the same rectangles."""
-    t = torch.remainder(t, math.pi)
-    # remainder of a tiny negative angle can round up to pi itself
-    return torch.where(t >= math.pi, torch.zeros_like(t), t)
+from bhcl.structures.geometry import box_tensor, regularize_long_edge
 
 
 def normalize_gt_rboxes(boxes: Tensor, img_shape) -> Tensor:
-    """(n, 5) pixel boxes, ``img_shape = (H, W)`` -> ``(cx/W, cy/H, w/W, h/H, (t mod pi)/pi)``."""
+    """(n, 5) pixel boxes, ``img_shape = (H, W)`` -> ``(cx/W, cy/H, w/W, h/H, t/pi)``
+    of the boxes written long edge first with ``t`` in [0, pi) (RHINO's convention,
+    :func:`regularize_long_edge`)."""
     img_h, img_w = img_shape[:2]
-    xywh = boxes[:, :4] / boxes.new_tensor([img_w, img_h, img_w, img_h])
-    return torch.cat([xywh, wrap_angle_0_pi(boxes[:, 4:]) / math.pi], dim=-1)
+    return regularize_long_edge(boxes) / boxes.new_tensor([img_w, img_h, img_w, img_h, math.pi])
 
 
 @MODELS.register_module()
@@ -60,9 +54,11 @@ class RotatedCdnQueryGenerator(CdnQueryGenerator):
         num_classes, embed_dims, num_matching_queries, label_noise_scale,
             box_noise_scale, group_cfg: as in mmdet's ``CdnQueryGenerator``.
         angle_noise: the largest angle noise of a positive query at
-            ``box_noise_scale = 1``, in radians.
-        max_groups: cap on the number of denoising groups (RHINO's variant:
-            30); None for mmdet's uncapped groups.
+            ``box_noise_scale = 1``, in radians. 0 (default): RHINO's, which
+            does not noise the angle.
+        max_groups: cap on the number of denoising groups. None (default):
+            uncapped, as RHINO (its configs' ``group_cfg.max_num_groups=30``
+            is never read).
     """
 
     def __init__(self,
@@ -72,12 +68,14 @@ class RotatedCdnQueryGenerator(CdnQueryGenerator):
                  label_noise_scale: float = 0.5,
                  box_noise_scale: float = 1.0,
                  group_cfg: OptConfigType = None,
-                 angle_noise: float = math.pi / 12,
+                 angle_noise: float = 0.0,
                  max_groups: Optional[int] = None) -> None:
         super().__init__(num_classes=num_classes, embed_dims=embed_dims,
                          num_matching_queries=num_matching_queries,
                          label_noise_scale=label_noise_scale, box_noise_scale=box_noise_scale,
                          group_cfg=group_cfg)
+        if angle_noise < 0:
+            raise ValueError(f'angle_noise must be >= 0, got {angle_noise}')
         if max_groups is not None and max_groups < 1:
             raise ValueError(f'max_groups must be None or >= 1, got {max_groups}')
         self.angle_noise = angle_noise
@@ -117,7 +115,8 @@ class RotatedCdnQueryGenerator(CdnQueryGenerator):
 
     def generate_dn_bbox_query(self, gt_bboxes: Tensor, num_groups: int) -> Tensor:
         """(n, 5) normalised boxes (see :func:`normalize_gt_rboxes`) ->
-        (n * 2 * num_groups, 5) noisy box queries in inverse-sigmoid space.
+        (n * 2 * num_groups, 5) noisy box queries in inverse-sigmoid space
+        (noise: see the module docstring).
 
         Rows follow mmdet: group g holds n positives then n negatives.
         """
@@ -125,7 +124,6 @@ class RotatedCdnQueryGenerator(CdnQueryGenerator):
         num_gts = len(gt_bboxes)
         device = gt_bboxes.device
         boxes = gt_bboxes.repeat(2 * num_groups, 1)
-        boxes = torch.cat([boxes[:, :4], boxes[:, 4:] * math.pi], dim=-1)  # angle in radians
 
         positive_idx = torch.arange(num_gts, device=device)[None] + 2 * num_gts * torch.arange(
             num_groups, device=device)[:, None]
@@ -135,12 +133,14 @@ class RotatedCdnQueryGenerator(CdnQueryGenerator):
         rand_part[negative_idx] += 1.0  # negatives [1, 2)
         rand_part = rand_part * rand_sign
 
+        # (w, h, w, h, 2 angle_noise) / 2 in normalised units, in RHINO's order of operations
         wh = boxes[:, 2:4]
-        span = torch.cat([wh / 2, wh, torch.full_like(wh[:, :1], self.angle_noise)], dim=-1)
-        noisy = boxes + rand_part * span * self.box_noise_scale
-        noisy = torch.cat([noisy[:, :4].clamp(min=0.0, max=1.0),
-                           wrap_angle_0_pi(noisy[:, 4:]) / math.pi], dim=-1)
-        return inverse_sigmoid(noisy, eps=1e-3)
+        span = torch.cat([wh, wh, torch.full_like(wh[:, :1], 2 * self.angle_noise / math.pi)],
+                         dim=-1)
+        noisy = boxes + rand_part * span * self.box_noise_scale / 2
+        if self.angle_noise > 0:
+            noisy = torch.cat([noisy[:, :4], torch.remainder(noisy[:, 4:], 1.0)], dim=-1)
+        return inverse_sigmoid(noisy.clamp(min=0.0, max=1.0), eps=1e-3)
 
     def collate_dn_queries(self, input_label_query: Tensor, input_bbox_query: Tensor,
                            batch_idx: Tensor, batch_size: int,

@@ -1,18 +1,25 @@
 """Multi-scale deformable attention that samples inside rotated reference boxes (RHINO).
 
 Deformable DETR's box-reference mode places a query's sampling points at
-``ref_xy + offset / num_points * ref_wh / 2``; here the same offsets live in
-the reference box's own frame and are turned with it: ``(ox * w/2, oy * h/2)``
-in pixels, rotated by ``t``, then normalised again (x by the input width W,
-y by its height H). The rotation is done in pixels, not in normalised units,
-so that a square box on a non-square image still samples a rotated square.
+``ref_xy + offset / num_points * ref_wh / 2``. For a rotated box two rules exist
+(``offset_frame``):
+
+- ``'rhino'`` (default, RHINO's published rule): the half-size vector is turned
+  by the box angle, ``v = R(t) (w/2, h/2)``, and each offset is scaled by it
+  element-wise: ``ref_xy + offset / num_points * v`` (x offset times ``v_x``, y
+  offset times ``v_y``), in normalised units. This is not a rotation of the
+  offsets: the reachable region is an axis-aligned rectangle of half sides
+  ``|v|``.
+- ``'box'`` (a bhcl option): the offsets live in the box's own frame and turn
+  with it: ``(ox * w/2, oy * h/2)`` in pixels, rotated by ``t``, then normalised
+  again (x by the input width W, y by its height H), so that a query samples the
+  rotated region it stands for, also on non-square inputs.
 
 Angle convention (the one of ``bhcl.structures.geometry.rbox_to_poly`` and
 ``rbox_ops.box_gaussians``): image coordinates with y pointing down, a box-frame
 offset ``(dx, dy)`` lands at ``(cx + dx cos t - dy sin t, cy + dx sin t + dy cos t)``,
 so a positive ``t`` turns the box clockwise on screen, as mmcv's
-``box_iou_rotated`` and mmrotate's ``RotatedBoxes`` expect. A query whose box is
-``rbox`` therefore samples exactly the region that bhcl draws for ``rbox``.
+``box_iou_rotated`` and mmrotate's ``RotatedBoxes`` expect.
 """
 from typing import Optional, Union
 
@@ -25,6 +32,23 @@ from mmrotate.registry import MODELS
 from torch import Tensor
 
 AspectRatio = Optional[Union[float, Tensor]]
+OFFSET_FRAMES = ('rhino', 'box')
+
+
+def rhino_box_locations(boxes: Tensor, offsets: Tensor) -> Tensor:
+    """RHINO's sampling locations: ``(cx, cy) + offsets * R(t) (w/2, h/2)`` element-wise.
+
+    Args:
+        boxes: (B, Nq, L, 5) reference boxes ``(cx, cy, w, h, t)``, normalised,
+            ``t`` in radians.
+        offsets: (B, Nq, heads, L, P, 2), already divided by the number of points.
+    Returns:
+        (B, Nq, heads, L, P, 2) locations ``(x, y)``.
+    """
+    cos, sin = torch.cos(boxes[..., 4:]), torch.sin(boxes[..., 4:])
+    rot = torch.cat([cos, -sin, sin, cos], dim=-1).unflatten(-1, (2, 2))  # (B, Nq, L, 2, 2)
+    half = (rot @ (boxes[..., 2:4] * 0.5)[..., None])[..., 0]  # (B, Nq, L, 2)
+    return boxes[:, :, None, :, None, :2] + offsets * half[:, :, None, :, None, :]
 
 
 def rotated_box_locations(boxes: Tensor, offsets: Tensor,
@@ -99,6 +123,9 @@ class RotatedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
         dropout: dropout on the output before the residual.
         batch_first: query / value are (B, N, C) rather than (N, B, C).
         value_proj_ratio: width of the value projection relative to C.
+        offset_frame: ``'rhino'`` (RHINO's element-wise scaling by the turned
+            half-size vector) or ``'box'`` (offsets turned with the box); see
+            the module docstring.
         init_cfg: mmengine initialisation config.
     """
 
@@ -111,7 +138,11 @@ class RotatedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
                  dropout: float = 0.1,
                  batch_first: bool = True,
                  value_proj_ratio: float = 1.0,
+                 offset_frame: str = 'rhino',
                  init_cfg: Optional[dict] = None):
+        if offset_frame not in OFFSET_FRAMES:
+            raise ValueError(f'offset_frame must be one of {OFFSET_FRAMES}, got {offset_frame!r}')
+        self.offset_frame = offset_frame
         super().__init__(embed_dims=embed_dims, num_heads=num_heads, num_levels=num_levels,
                          num_points=num_points, im2col_step=im2col_step, dropout=dropout,
                          batch_first=batch_first, init_cfg=init_cfg,
@@ -125,7 +156,8 @@ class RotatedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
             query: (B, Nq, C) batch first, positional encoding already added.
             reference_points: (B, Nq, L, 5) or (B, Nq, 5) rotated boxes
                 ``(cx, cy, w, h, t)``, normalised as in ``rotated_box_locations``.
-            aspect_ratio: H / W of the input in pixels, float or (B,); None means 1.
+            aspect_ratio: H / W of the input in pixels, float or (B,); None means 1
+                (``offset_frame='box'`` only).
         """
         if reference_points.shape[-1] != 5 or reference_points.dim() not in (3, 4):
             raise ValueError('reference_points must be (B, Nq, 5) or (B, Nq, L, 5) rotated boxes, '
@@ -135,6 +167,8 @@ class RotatedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
         batch, num_query, _ = query.shape
         offsets = self.sampling_offsets(query).view(batch, num_query, self.num_heads,
                                                     self.num_levels, self.num_points, 2)
+        if self.offset_frame == 'rhino':
+            return rhino_box_locations(reference_points, offsets / self.num_points)
         return rotated_box_locations(reference_points, offsets / self.num_points, aspect_ratio)
 
     def forward(self,

@@ -5,7 +5,9 @@ normalised by the padded input's width and height, the angle in [0, pi) as a
 fraction of pi), refined layer by layer in inverse-sigmoid space as DINO
 refines its 4-d boxes. Each layer's cross-attention samples around the
 rotated box (:class:`RotatedMultiScaleDeformableAttention`); the positional
-query is the sine encoding of all five numbers through an MLP.
+query is, as in RHINO, DINO's sine encoding of ``(cx, cy, w, h)`` (C / 2
+features per number, the angle left out) through an MLP (2C -> C -> C);
+``query_pos_angle=True`` (a bhcl option) encodes all five numbers (C features each).
 """
 import math
 from typing import Optional, Tuple
@@ -23,9 +25,12 @@ from torch import Tensor, nn
 from .rotated_deformable_attention import RotatedMultiScaleDeformableAttention
 
 
-def rbox_to_encoding(ref: Tensor, num_feats: int) -> Tensor:
-    """(..., 5) normalised boxes -> (..., 5 * num_feats) sine encoding: DINO's
-    encoding of ``(cx, cy, w, h)`` followed by the same encoding of ``t / pi``."""
+def rbox_to_encoding(ref: Tensor, num_feats: int, with_angle: bool = True) -> Tensor:
+    """(..., 5) normalised boxes -> sine encoding: DINO's encoding of ``(cx, cy, w, h)``
+    (order y, x, w, h; (..., 4 * num_feats)), followed when ``with_angle`` by the same
+    encoding of ``t / pi`` (then (..., 5 * num_feats))."""
+    if not with_angle:
+        return coordinate_to_encoding(ref[..., :4], num_feats=num_feats)
     box = coordinate_to_encoding(ref[..., :4], num_feats=num_feats)
     angle = coordinate_to_encoding(ref[..., 4:5].expand(*ref.shape[:-1], 2),
                                    num_feats=num_feats)[..., :num_feats]
@@ -85,9 +90,16 @@ class RotatedDinoTransformerDecoder(DinoTransformerDecoder):
 
     layer_type = RotatedDeformableDecoderLayer
 
-    def __init__(self, *args, decoupled: bool = False, **kwargs) -> None:
+    def __init__(self, *args, decoupled: bool = False, query_pos_angle: bool = False,
+                 **kwargs) -> None:
         self.decoupled = decoupled
+        self.query_pos_angle = query_pos_angle
         super().__init__(*args, **kwargs)
+
+    @property
+    def pos_feats(self) -> int:
+        """Sine features per box number of the positional query."""
+        return self.embed_dims if self.query_pos_angle else self.embed_dims // 2
 
     def _init_layers(self) -> None:
         layer_type = DecoupledRotatedDecoderLayer if self.decoupled else self.layer_type
@@ -95,7 +107,8 @@ class RotatedDinoTransformerDecoder(DinoTransformerDecoder):
         self.embed_dims = self.layers[0].embed_dims
         if self.post_norm_cfg is not None:
             raise ValueError(f'There is not post_norm in {self._get_name()}')
-        self.ref_point_head = MLP(self.embed_dims * 5, self.embed_dims, self.embed_dims, 2)
+        num_in = self.pos_feats * (5 if self.query_pos_angle else 4)
+        self.ref_point_head = MLP(num_in, self.embed_dims, self.embed_dims, 2)
         # decoupled: one norm per stream (classification half, localisation half)
         self.norm = nn.LayerNorm(self.embed_dims)
         self.loc_norm = nn.LayerNorm(self.embed_dims) if self.decoupled else None
@@ -135,7 +148,8 @@ class RotatedDinoTransformerDecoder(DinoTransformerDecoder):
             angle = (ref[..., 4:] * math.pi).expand(-1, -1, box.shape[2], -1)
             ref_input = torch.cat([box, angle], -1)  # radians for the attention
             query_pos = self.ref_point_head(rbox_to_encoding(
-                torch.cat([box[:, :, 0], ref[:, :, 0, 4:]], -1), num_feats=self.embed_dims))
+                torch.cat([box[:, :, 0], ref[:, :, 0, 4:]], -1), num_feats=self.pos_feats,
+                with_angle=self.query_pos_angle))
             query = layer(query, query_pos=query_pos, value=value,
                           key_padding_mask=key_padding_mask, self_attn_mask=self_attn_mask,
                           spatial_shapes=spatial_shapes, level_start_index=level_start_index,

@@ -56,15 +56,21 @@ def boxes_to_corners(boxes: Tensor, box_format: str = 'xywht') -> Tensor:
 
 
 def corner_hausdorff_cost(boxes1: Tensor, boxes2: Tensor, img_shape: Optional[Sequence] = None,
-                          box_format: str = 'xywht') -> Tensor:
+                          box_format: str = 'xywht', scale_boxes: bool = True) -> Tensor:
     """(..., N, 5) and (..., M, 5) boxes in pixels -> (..., N, M) corner Hausdorff distance.
 
-    With ``img_shape = (H, W)`` the corners are divided by ``(W, H)`` after
-    being computed in pixels, i.e. the distance is measured in normalised
-    image coordinates (the unit square), as the L1 cost is; on a square image
-    this is the pixel distance over the side. Corners are computed before the
-    scaling so that a rotated box keeps its shape on non-square images.
+    With ``img_shape = (H, W)`` the distance is measured in normalised image
+    coordinates (the unit square), as the L1 cost is; on a square image this is
+    the pixel distance over the side. ``scale_boxes`` (RHINO's rule, ``'xywht'``
+    only): the boxes are divided by ``(W, H, W, H, 1)`` before their corners are
+    computed; otherwise the corners are computed in pixels and divided by
+    ``(W, H)``, so that a rotated box keeps its shape on non-square images. The
+    two agree on square images.
     """
+    if img_shape is not None and scale_boxes and box_format == 'xywht':
+        h, w = img_shape[:2]
+        scale = boxes1.new_tensor([w, h, w, h, 1.0])
+        boxes1, boxes2, img_shape = boxes1 / scale, boxes2 / scale, None
     corners1 = boxes_to_corners(boxes1, box_format)
     corners2 = boxes_to_corners(boxes2, box_format)
     if img_shape is not None:
@@ -88,13 +94,17 @@ class HausdorffCornerCost(BaseMatchCost):
         weight: cost weight.
         box_format: ``'xywht'`` (``(cx, cy, w, h, t)``, t in radians, any angle
             version) or ``'qbox'`` (four corners ``(x1, y1, ..., x4, y4)``).
+        scale_boxes: True (RHINO): normalise the boxes, then take their corners;
+            False: normalise the pixel corners (see :func:`corner_hausdorff_cost`).
     """
 
-    def __init__(self, weight: Union[float, int] = 1., box_format: str = 'xywht') -> None:
+    def __init__(self, weight: Union[float, int] = 1., box_format: str = 'xywht',
+                 scale_boxes: bool = True) -> None:
         super().__init__(weight=weight)
         if box_format not in BOX_FORMATS:
             raise ValueError(f'box_format must be one of {BOX_FORMATS}, got {box_format!r}')
         self.box_format = box_format
+        self.scale_boxes = scale_boxes
 
     def __call__(self,
                  pred_instances: InstanceData,
@@ -106,5 +116,5 @@ class HausdorffCornerCost(BaseMatchCost):
         pred, gt = box_tensor(pred), box_tensor(gt)
         img_shape = None if img_meta is None else img_meta['img_shape']
         cost = corner_hausdorff_cost(pred.float(), gt.to(pred.device).float(), img_shape,
-                                     self.box_format)
+                                     self.box_format, self.scale_boxes)
         return cost * self.weight

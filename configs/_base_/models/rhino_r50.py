@@ -1,12 +1,15 @@
 # RHINO as published (rotated DINO): ResNet-50 at strides 8/16/32, channel mapper
 # with GroupNorm to 4 levels of 256; 6 deformable encoder and 6 decoder layers
 # (FFN 2048, 8 heads, 4 levels x 4 points); 900 queries from two-stage selection,
-# iterative refinement of (cx, cy, w, h, t/pi); contrastive denoising with rotated
-# boxes (label noise 0.5, box noise 1.0, 100 DN queries, at most 30 groups);
-# positive denoising queries matched jointly with the matching queries ("PHC");
-# matching focal 2 + corner Hausdorff 5 + Gaussian KLD 5; losses focal 1, L1 5,
-# KLD 5; top 500 (query, class) pairs at test time, no NMS. The algorithm config
-# supplies `label_tree`; the number of classes comes from the tree.
+# iterative refinement of (cx, cy, w, h, t/pi), long edge first, t in [0, pi);
+# contrastive denoising with rotated boxes (label noise 0.5, box noise 1.0, angle
+# not noised, 100 DN queries in uncapped dynamic groups: RHINO's max_num_groups=30
+# sits in group_cfg, where it is never read); positive denoising queries matched
+# jointly with the matching queries ("PHC"); matching focal 2 + corner Hausdorff 5
+# + Gaussian KLD 5; losses focal 1, L1 5, KLD 5 (log1p, tau 1, no square root);
+# top 500 (query, class) pairs at test time, no NMS. This is RHINO's
+# rhino_phc_haus-4scale_r50_2xb2-36e_dota model (tests/test_models/test_rhino_oracle.py).
+# The algorithm config supplies `label_tree`; the number of classes comes from the tree.
 model = dict(
     type='RHINO',
     num_queries=900,
@@ -62,11 +65,11 @@ model = dict(
         loss_cls=dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
                       loss_weight=1.0),
         loss_bbox=dict(type='mmdet.L1Loss', loss_weight=5.0),
-        loss_iou=dict(type='GDLoss', loss_type='kld', fun='log1p', tau=1.0, loss_weight=5.0)),
+        loss_iou=dict(type='GDLoss', loss_type='kld', fun='log1p', tau=1.0, sqrt=False,
+                      loss_weight=5.0)),
     dn_cfg=dict(
         label_noise_scale=0.5,
         box_noise_scale=1.0,
-        max_groups=30,
         group_cfg=dict(dynamic=True, num_groups=None, num_dn_queries=100)),
     train_cfg=dict(
         assigner=dict(
@@ -74,6 +77,6 @@ model = dict(
             match_costs=[
                 dict(type='mmdet.FocalLossCost', weight=2.0),
                 dict(type='HausdorffCornerCost', weight=5.0),
-                dict(type='GaussianKLDCost', weight=5.0)
+                dict(type='GaussianKLDCost', fun='log1p', tau=1.0, sqrt=False, weight=5.0)
             ])),
     test_cfg=dict(max_per_img=500))
