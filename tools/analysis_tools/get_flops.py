@@ -28,7 +28,8 @@ def parse_args(argv=None):
                         help='input size: H (square) or H W')
     parser.add_argument('--show-table', action='store_true', help='per-module table')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
+                        help='override config settings, key=value; a key the config lacks is an '
+                        'error unless written +key=value')
     return parser.parse_args(argv)
 
 

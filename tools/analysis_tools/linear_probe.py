@@ -56,7 +56,8 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--max-images', type=int, default=None, help='first N images per split')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. train_dataloader.dataset.data_root=x')
+                        help='override config settings, e.g. train_dataloader.dataset.data_root=x '
+                        '(a key the config lacks is an error unless written +key=value)')
     return parser.parse_args(argv)
 
 
