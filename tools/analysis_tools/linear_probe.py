@@ -36,6 +36,7 @@ from mmengine.utils import ProgressBar
 from mmrotate.registry import DATASETS, MODELS
 
 import bhcl  # noqa: F401  (registers bhcl modules)
+from bhcl.datasets.image_check import read_image_or_raise
 from bhcl.structures import LabelTree
 from bhcl.utils.setup_env import load_cfg
 
@@ -104,9 +105,8 @@ def embed(encoder, paths, size: int, batch: int = 16) -> torch.Tensor:
     for start in range(0, len(paths), batch):
         imgs = []
         for p in paths[start:start + batch]:
-            img = cv2.imread(p)
-            if img is None:
-                raise FileNotFoundError(f'{p}: image missing or unreadable')
+            img = read_image_or_raise(p, 'restore it, or delete it and its annotation file '
+                                      'from the dataset')
             img = cv2.resize(img, (size, size))[:, :, ::-1].astype(np.float32)
             imgs.append(torch.from_numpy((img - MEAN) / STD).permute(2, 0, 1))
             bar.update()
