@@ -7,17 +7,20 @@ options only when every key names something the config has, or something the
 module that reads that part of the config accepts:
 
 * a key of a dict with a ``type`` may be any keyword argument of that class
-  (its ``__init__`` and those of its bases), e.g. ``model.backbone.frozen_stages``
+  (its ``__init__`` and those of its bases), e.g. ``model.backbone.with_cp``
   when the config leaves it at its default;
 * a top-level key may be any argument of the Runner (``randomness``,
-  ``auto_scale_lr``...); the data loaders, loops, ``env_cfg`` and ``randomness``
-  take the keys their consumers accept;
+  ``auto_scale_lr``...) or a key it reads from its cfg (``sync_bn``); the data
+  loaders, loops, ``env_cfg`` and ``randomness`` take the keys their consumers
+  accept;
 * a dict that a module reads with ``.get`` (e.g. a detector's ``test_cfg``)
   takes the keys the module declares in its ``CONFIG_DICT_KEYS`` attribute;
 * list elements are addressed by index (``pipeline.2.scale``).
 
 Any other missing key is an error naming it and the closest existing keys.
-A key written ``+key=value`` is merged without the check: the documented way
+So is a top-level variable of the config file (``data_root``, ``max_epochs``)
+that was copied into keys of the same name when the file was read: setting it
+would change nothing, the error names the keys to set instead. A key written ``+key=value`` is merged without the check: the documented way
 to add a key on purpose (as in Hydra).
 """
 from __future__ import annotations
@@ -77,6 +80,8 @@ def key_problem(cfg, key: str) -> Optional[str]:
 
 
 def _check(root: Mapping, key: str, suggest: bool) -> Optional[str]:
+    """``key_problem`` on the config dict; without ``suggest`` (checking a
+    suggestion) the message is short and config variables are not examined."""
     parts = key.split('.')
     if not all(parts):
         return f'--cfg-options {key}: empty component in the key'
@@ -150,10 +155,13 @@ def _unknown_key_message(key: str, parts: Sequence[str], i: int, node: Mapping,
 
 
 def _paths(node, prefix: str = '') -> Iterator[str]:
-    """Every dotted key path of a config (dicts and list indices)."""
+    """Every dotted key path of a config (dicts and list indices); keys that
+    contain a dot (``paramwise_cfg.custom_keys``) cannot be addressed, skipped."""
     items = (node.items() if isinstance(node, Mapping)
              else enumerate(node) if isinstance(node, (list, tuple)) else ())
     for k, v in items:
+        if '.' in str(k):
+            continue
         path = f'{prefix}.{k}' if prefix else str(k)
         yield path
         yield from _paths(v, path)
@@ -260,12 +268,15 @@ def _builder_keys(target) -> List[str]:
         return []
     from mmengine.hooks import Hook
     from mmengine.optim import OptimWrapper
-    from torch.nn.modules.batchnorm import _NormBase
+    from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
     from torch.nn import GroupNorm, LayerNorm
+    from torch.nn.modules.batchnorm import _NormBase
     if issubclass(target, Hook):
         return ['priority']                       # Runner.register_hook
     if issubclass(target, OptimWrapper):
         return ['constructor', 'paramwise_cfg']   # build_optim_wrapper
+    if issubclass(target, _ParamScheduler):
+        return ['convert_to_iter_based']          # build_scheduler_from_cfg
     if issubclass(target, (_NormBase, GroupNorm, LayerNorm)):
         return ['requires_grad']                  # mmcv's build_norm_layer
     return []
