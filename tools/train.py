@@ -12,6 +12,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import bhcl  # noqa: F401  (registers bhcl modules)
+from bhcl.utils.config_check import amp_device_problem
 from bhcl.utils.setup_env import (finish_distributed, init_cpu_distributed, parse_common_args,
                                    setup_cfg)
 
@@ -22,7 +23,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from CKPT; without a value, from the latest checkpoint in the work dir')
-    parser.add_argument('--amp', action='store_true', help='mixed precision (CUDA)')
+    parser.add_argument('--amp', action='store_true', help='mixed precision (needs CUDA)')
     return parse_common_args(parser, argv)
 
 
@@ -34,6 +35,9 @@ def build_cfg(args) -> Config:
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    amp_problem = amp_device_problem(cfg)
+    if amp_problem:
+        raise SystemExit(f'error: {amp_problem}')
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -13,6 +13,7 @@ from mmrotate.registry import DATASETS
 from ..structures.label_tree import LabelTree
 from .dota_txt import AnnotationError, parse_dota_txt
 from .formats import IMG_SUFFIXES
+from .image_check import ExplainImageErrorsMixin
 from .skip_policy import ON_INVALID, SkipPolicy
 
 
@@ -24,7 +25,7 @@ def tree_palette(num: int) -> List[tuple]:
 
 
 @DATASETS.register_module()
-class HierarchicalDOTADataset(BaseDataset):
+class HierarchicalDOTADataset(ExplainImageErrorsMixin, BaseDataset):
     """DOTA-format dataset labelled along a label tree.
 
     Same semantics as mmrotate's ``DOTADataset`` (``ann_file`` is the folder
@@ -44,11 +45,16 @@ class HierarchicalDOTADataset(BaseDataset):
             degenerate box) or a bad file (not UTF-8, malformed, image
             missing) with its image, logs each with file, line and reason,
             counts it in ``load_stats['skipped_<reason>']`` and logs a summary
-            (``bhcl.datasets.skip_policy``).
+            (``bhcl.datasets.skip_policy``). An image that is found but fails
+            to load in the pipeline (not an image, truncated) raises an error
+            naming it and the problem; a training set with ``'skip'`` logs it
+            and takes another image (``ExplainImageErrorsMixin``).
         min_box_area: polygons with a smaller area are degenerate.
     """
 
     METAINFO: dict = {}
+    # keys read from filter_cfg (checked by bhcl.utils.config_check)
+    CONFIG_DICT_KEYS = {'filter_cfg': ('filter_empty_gt', )}
 
     def __init__(self,
                  label_tree: Union[dict, LabelTree],

@@ -34,6 +34,7 @@ from mmrotate.registry import DATASETS, TRANSFORMS
 from mmrotate.structures.bbox import RotatedBoxes
 
 from .formats import IMG_SUFFIXES
+from .image_check import ExplainImageErrorsMixin
 
 
 def pseudo_class_names(num_classes: int) -> List[str]:
@@ -47,7 +48,7 @@ def pseudo_label_tree(num_classes: int) -> dict:
 
 
 @DATASETS.register_module()
-class PseudoLabelDataset(BaseDataset):
+class PseudoLabelDataset(ExplainImageErrorsMixin, BaseDataset):
     """Images of ``data_prefix['img_path']`` with their pseudo-label files in
     ``data_prefix['pseudo_path']`` (same stem, ``.pth``).
 
@@ -61,6 +62,7 @@ class PseudoLabelDataset(BaseDataset):
     """
 
     METAINFO: dict = {}
+    image_companion = 'its pseudo-label file'
 
     def __init__(self, num_classes: int, img_suffixes: Sequence[str] = IMG_SUFFIXES,
                  **kwargs) -> None:

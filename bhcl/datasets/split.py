@@ -39,6 +39,7 @@ from ..structures.geometry import poly_to_rbox
 from ..structures.label_tree import LabelTree
 from .dota_txt import AnnotationError, format_dota_line
 from .formats import IMG_SUFFIXES, RawObject, read_dota_objects
+from .image_check import UnreadableImageError, read_image_or_raise  # noqa: F401 (re-exported)
 from .skip_policy import SkipPolicy
 
 PATCH_RE = re.compile(r'^(?P<stem>.+)__(?P<size>\d+)__(?P<x>\d+)___(?P<y>\d+)$')
@@ -49,10 +50,6 @@ class MissingLabelError(FileNotFoundError):
     """An image to split has no label file."""
     reason = 'missing_label'
 
-
-class UnreadableImageError(OSError):
-    """OpenCV cannot read an image (missing, empty, truncated or not an image)."""
-    reason = 'unreadable_image'
 
 
 
@@ -152,12 +149,9 @@ def _aligned_bounds(part, pts: np.ndarray) -> np.ndarray:
 
 
 def _read_image(path: str) -> np.ndarray:
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise UnreadableImageError(
-            f'{path}: cannot read the image (missing, empty or not an image file); '
-            're-download it or move it out of the input folders.')
-    return img
+    return read_image_or_raise(
+        path, 're-download it, move it out of the input folders, or skip such images '
+        '(--skip-invalid).', cv2.IMREAD_UNCHANGED)
 
 
 def _crop(img: np.ndarray, x: int, y: int, cfg: SplitConfig) -> np.ndarray:

@@ -209,7 +209,8 @@ def extract_embedding_files(img_dir: str, proposal_dir: str, out_dir: str, backb
         if stem not in images:
             raise FileNotFoundError(f'{path}: no image named {stem}.* in {img_dir}; add the '
                                     'image or delete this proposal file')
-        img = read_image(images[stem])
+        img = read_image(images[stem], f'restore it, or delete its proposal file {path} to '
+                         'leave the image out')
         boxes, dropped = read_proposals(path)
         inside = inside_image(boxes, img.shape)
         if not inside.all():

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from ..datasets.dota_txt import format_dota_line, parse_dota_fields, read_dota_lines
+from ..datasets.image_check import read_image_or_raise
 from ..datasets.split import find_images
 from ..structures.geometry import rbox_to_poly, regularize_rboxes
 
@@ -79,13 +80,12 @@ def list_images(img_dir: str) -> Dict[str, str]:
     return find_images([img_dir])
 
 
-def read_image(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 BGR image; ``FileNotFoundError`` naming the file if unreadable."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR) if osp.isfile(path) else None
-    if img is None:
-        raise FileNotFoundError(f'{path}: image missing or unreadable by OpenCV; restore it '
-                                'or remove its proposal file')
-    return img
+def read_image(path: str, fix: str = 'restore it, or move it out of the image folder (every '
+               'image there gets a proposal file)') -> np.ndarray:
+    """(H, W, 3) uint8 BGR image; ``UnreadableImageError`` (an ``OSError``) naming
+    the file, whether it is missing, empty or not an image, and ``fix`` (the
+    default fits ``generate_proposal_files``)."""
+    return read_image_or_raise(path, fix, cv2.IMREAD_COLOR)
 
 
 def min_area_rbox(points: np.ndarray) -> np.ndarray:

@@ -8,17 +8,27 @@ from mmengine.logging import print_log
 
 
 def load_cfg(config: str, cfg_options=None) -> Config:
-    """``Config.fromfile(config)`` with the ``--cfg-options`` overrides merged (analysis tools)."""
+    """``Config.fromfile(config)`` with the ``--cfg-options`` overrides checked
+    and merged (analysis tools); exits with one message per unknown key."""
     cfg = Config.fromfile(config)
-    if cfg_options is not None:
-        cfg.merge_from_dict(cfg_options)
+    merge_cfg_options(cfg, cfg_options)
     return cfg
+
+
+def merge_cfg_options(cfg: Config, cfg_options) -> None:
+    """``bhcl.utils.config_check.apply_cfg_options``; an unknown key ends the
+    tool with its message rather than a traceback (it is the user's typo)."""
+    from .config_check import ConfigKeyError, apply_cfg_options
+    try:
+        apply_cfg_options(cfg, cfg_options)
+    except ConfigKeyError as e:
+        raise SystemExit(f'error: {e}') from None
 
 
 def setup_cfg(config: str, launcher: str = 'none', work_dir=None, cfg_options=None) -> Config:
     """Load ``config`` and apply the common command-line overrides.
 
-    * ``cfg_options`` are merged, ``work_dir`` defaults to
+    * ``cfg_options`` are checked and merged (``merge_cfg_options``), ``work_dir`` defaults to
       ``./work_dirs/<config name>``;
     * a distributed launch without CUDA switches the ``nccl`` backend to
       ``gloo`` and wraps the model in DDP without ``device_ids`` so that
@@ -26,8 +36,7 @@ def setup_cfg(config: str, launcher: str = 'none', work_dir=None, cfg_options=No
     """
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
-    if cfg_options is not None:
-        cfg.merge_from_dict(cfg_options)
+    merge_cfg_options(cfg, cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
@@ -87,7 +96,8 @@ def parse_common_args(parser, argv=None):
     parser.add_argument('--work-dir', help='folder for logs, checkpoints and metrics')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, e.g. train_cfg.max_epochs=2')
+        help='override config settings, e.g. train_cfg.max_epochs=2; a key the config '
+        'lacks is an error (typo check) unless written +key=value')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     # torchrun sets LOCAL_RANK; torch.distributed.launch passes --local-rank

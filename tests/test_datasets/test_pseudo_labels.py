@@ -149,3 +149,13 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 def test_no_angle_wrap_surprise():
     # the flip expectations above assume le90 angles well inside (-pi/2, pi/2)
     assert BOXES[:, 4].abs().max() < math.pi / 2
+
+
+def test_corrupt_image_names_the_file_and_its_pseudo_label_file(tmp_path):
+    root = write_data(tmp_path)
+    (root / 'images' / 'img0.png').write_bytes(b'')
+    with pytest.raises(OSError) as info:
+        dataset(root)[0]
+    assert str(info.value) == (
+        f'{root}/images/img0.png: cannot read the image: the file is empty (0 bytes); restore '
+        'it, or delete it and its pseudo-label file from the dataset')

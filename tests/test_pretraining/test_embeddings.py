@@ -172,3 +172,17 @@ def test_cuda_embeddings_match_cpu(r18):
     r18.cpu()
     assert gpu.device.type == 'cpu'
     torch.testing.assert_close(gpu, cpu, atol=1e-3, rtol=1e-3)
+
+
+def test_corrupt_image_message_names_its_proposal_file(tmp_path, r18):
+    img_dir, prop_dir = tmp_path / 'images', tmp_path / 'proposals'
+    img_dir.mkdir()
+    write_image_folder(img_dir, num=1)
+    (img_dir / 'img_0.png').write_bytes(b'GIF89a, truncated')
+    write_proposals(str(prop_dir / 'img_0.txt'), DRAWN_BOXES)
+    with pytest.raises(OSError) as info:
+        extract_embedding_files(str(img_dir), str(prop_dir), str(tmp_path / 'emb'), r18)
+    assert str(info.value) == (
+        f'{img_dir}/img_0.png: cannot read the image: the file is not an image OpenCV can '
+        'decode (17 bytes: truncated, corrupt or another format under an image suffix); '
+        f'restore it, or delete its proposal file {prop_dir}/img_0.txt to leave the image out')

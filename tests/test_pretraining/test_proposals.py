@@ -134,3 +134,15 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / 'a.jpg').write_bytes(b'')
     with pytest.raises(ValueError, match="image 'a'"):
         list_images(str(tmp_path))
+
+
+def test_corrupt_image_message_fits_the_proposal_tool(tmp_path):
+    img_dir = tmp_path / 'images'
+    img_dir.mkdir()
+    write_image_folder(img_dir, num=1)
+    (img_dir / 'img_0.png').write_bytes(b'')
+    with pytest.raises(OSError) as info:
+        generate_proposal_files(str(img_dir), str(tmp_path / 'proposals'))
+    assert str(info.value) == (
+        f'{img_dir}/img_0.png: cannot read the image: the file is empty (0 bytes); restore it, '
+        'or move it out of the image folder (every image there gets a proposal file)')

@@ -12,7 +12,7 @@ from .helpers import write_image_folder
 sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'pretraining'))
 
 
-def test_pseudo_label_tools_end_to_end(tmp_path):
+def test_pseudo_label_tools_end_to_end(tmp_path, capsys):
     import cluster_embeddings
     import extract_embeddings
     import generate_proposals
@@ -42,8 +42,12 @@ def test_pseudo_label_tools_end_to_end(tmp_path):
 
     model = str(tmp_path / 'clusters.pth')
     argv = [emb, labels, '--model', model, '--dim', '8', '--num-clusters', '4']
+    capsys.readouterr()
     stats = cluster_embeddings.main(argv + ['--fit'])
     assert stats['images'] == 3 and 1 <= stats['clusters_used'] <= 4
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"{labels}: boxes={stats['boxes']}, clusters_used={stats['clusters_used']} (of 4), "
+        'images=3')
     first = torch.load(osp.join(labels, 'img_1.pth'))
     assert first['labels'].shape == (len(first['boxes']),)
     assert first['embeddings'].shape == (len(first['boxes']), 8)

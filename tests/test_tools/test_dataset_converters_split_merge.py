@@ -170,8 +170,12 @@ def test_split_bad_input(scene, tmp_path):
     with pytest.raises(ValueError, match="image 'scene A' is in both"):
         split_images([str(img_dir), str(second)], None, str(tmp_path / 'o'), CFG)
     (img_dir / 'broken.tif').write_bytes(b'not an image')
-    with pytest.raises(OSError, match='broken.tif: cannot read the image'):
+    with pytest.raises(OSError) as info:
         split_images([str(img_dir)], None, str(tmp_path / 'o2'), CFG)
+    assert str(info.value) == (
+        f'{img_dir}/broken.tif: cannot read the image: the file is not an image OpenCV can '
+        'decode (12 bytes: truncated, corrupt or another format under an image suffix); '
+        're-download it, move it out of the input folders, or skip such images (--skip-invalid).')
 
 
 def test_split_cli_with_worker_processes(scene, tmp_path, capsys):

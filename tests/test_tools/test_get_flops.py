@@ -24,3 +24,24 @@ def test_flops_grow_with_the_image_and_with_decoupling(capsys):
     assert 'Input shape: (3, 128, 96)' in out and 'Flops:' in out and 'Params:' in out
     with pytest.raises(SystemExit, match='--shape'):
         tool['main']([SMOKE, '--shape', '1', '2', '3'])
+
+
+def test_params_used_at_inference_leave_out_the_training_only_parts(capsys):
+    """``Params`` is every parameter (mmdet's figure); the inference figure is it
+    minus the auxiliary head and the HCL projectors, which inference never reads."""
+    from mmengine.registry import init_default_scope
+    from mmrotate.registry import MODELS
+    tool = runpy.run_path(TOOL)
+    bhcl = osp.join(CONFIG_DIR, 'synthetic',
+                    'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py')
+    info = tool['complexity'](Config.fromfile(bhcl), 128, 128)
+    init_default_scope('mmrotate')
+    model = MODELS.build(Config.fromfile(bhcl).model)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    training_only = count(model.query_head.aux) + count(model.loss_hcl)
+    assert training_only > 0
+    assert info['params'] == count(model)
+    assert info['inference_params'] == count(model) - training_only
+    assert tool['main']([bhcl, '--shape', '128']) == 0
+    out = capsys.readouterr().out
+    assert f'Params used at inference: {(count(model) - training_only) / 1e6:.3f}M' in out

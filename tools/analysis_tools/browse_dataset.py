@@ -42,7 +42,8 @@ def parse_args(argv=None):
                         help='seconds each image is shown (2)')
     parser.add_argument('--max-images', type=int, help='stop after this many images')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. train_dataloader.dataset.data_root=x')
+                        help='override config settings, e.g. train_dataloader.dataset.data_root=x '
+                        '(a key the config lacks is an error unless written +key=value)')
     args = parser.parse_args(argv)
     if args.not_show and not args.output_dir:
         parser.error('--not-show without --output-dir would draw nothing anyone sees')

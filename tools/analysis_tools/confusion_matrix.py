@@ -46,7 +46,8 @@ def parse_args(argv=None):
     parser.add_argument('--counts', action='store_true',
                         help='draw counts instead of row percentages')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. test_dataloader.dataset.data_root=x')
+                        help='override config settings, e.g. test_dataloader.dataset.data_root=x '
+                        '(a key the config lacks is an error unless written +key=value)')
     return parser.parse_args(argv)
 
 

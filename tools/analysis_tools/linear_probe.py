@@ -36,6 +36,7 @@ from mmengine.utils import ProgressBar
 from mmrotate.registry import DATASETS, MODELS
 
 import bhcl  # noqa: F401  (registers bhcl modules)
+from bhcl.datasets.image_check import read_image_or_raise
 from bhcl.structures import LabelTree
 from bhcl.utils.setup_env import load_cfg
 
@@ -56,7 +57,8 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--max-images', type=int, default=None, help='first N images per split')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. train_dataloader.dataset.data_root=x')
+                        help='override config settings, e.g. train_dataloader.dataset.data_root=x '
+                        '(a key the config lacks is an error unless written +key=value)')
     return parser.parse_args(argv)
 
 
@@ -103,9 +105,8 @@ def embed(encoder, paths, size: int, batch: int = 16) -> torch.Tensor:
     for start in range(0, len(paths), batch):
         imgs = []
         for p in paths[start:start + batch]:
-            img = cv2.imread(p)
-            if img is None:
-                raise FileNotFoundError(f'{p}: image missing or unreadable')
+            img = read_image_or_raise(p, 'restore it, or delete it and its annotation file '
+                                      'from the dataset')
             img = cv2.resize(img, (size, size))[:, :, ::-1].astype(np.float32)
             imgs.append(torch.from_numpy((img - MEAN) / STD).permute(2, 0, 1))
             bar.update()

@@ -55,7 +55,8 @@ def parse_args(argv=None):
                         "one (what the loss shapes); 'features': the class features before "
                         'it, comparable across models with and without HCL')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. val_dataloader.dataset.data_root=x')
+                        help='override config settings, e.g. val_dataloader.dataset.data_root=x '
+                        '(a key the config lacks is an error unless written +key=value)')
     return parser.parse_args(argv)
 
 

@@ -55,6 +55,13 @@ def fit(args) -> ClusterModel:
     return model
 
 
+def summary_line(stats: dict, num_clusters: int) -> str:
+    """``boxes=.., clusters_used=U (of k), images=..``: the counts, with k
+    next to the number of clusters used."""
+    return ', '.join(f'{k}={v}' + (f' (of {num_clusters})' if k == 'clusters_used' else '')
+                     for k, v in sorted(stats.items()))
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.fit_dirs and not args.fit:
@@ -62,8 +69,7 @@ def main(argv=None):
     model = fit(args) if args.fit else ClusterModel.load(args.model)
     bar = ProgressBar(len(list_embedding_files(args.emb_dir)))
     stats = assign_embedding_files(model, args.emb_dir, args.out_dir, progress=bar.update)
-    print(f'\n{args.out_dir}: ' + ', '.join(f'{k}={v}' for k, v in sorted(stats.items()))
-          + f' (of {model.num_clusters})')
+    print(f'\n{args.out_dir}: ' + summary_line(stats, model.num_clusters))
     return stats
 
 

@@ -69,6 +69,9 @@ class OrientedQueryDETR(BaseDetector):
             nodes besides the leaves.
     """
 
+    # keys read from test_cfg (checked by bhcl.utils.config_check)
+    CONFIG_DICT_KEYS = {'test_cfg': ('max_per_img', 'internal_nodes')}
+
     def __init__(self,
                  backbone: dict,
                  neck: dict,

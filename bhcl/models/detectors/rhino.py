@@ -53,6 +53,9 @@ class RHINO(DINO):
             the leaves kept at inference. None: a flat label set.
     """
 
+    # keys the head reads from test_cfg (checked by bhcl.utils.config_check)
+    CONFIG_DICT_KEYS = {'test_cfg': ('max_per_img', )}
+
     def __init__(self, *args, dn_cfg: Optional[dict] = None,
                  label_tree: Optional[Union[dict, LabelTree]] = None, **kwargs) -> None:
         dn_cfg = copy.deepcopy(dn_cfg) if dn_cfg is not None else None
