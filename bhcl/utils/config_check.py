@@ -266,6 +266,9 @@ def _builder_keys(target) -> List[str]:
     """Keys popped by the code that builds ``target`` before calling it."""
     if not isinstance(target, type):
         return []
+    forwarded = getattr(target, 'BAG_GD_LOSS', None)   # mmrotate's GDLoss: **kwargs -> these
+    if forwarded:
+        return sorted({p for fn in forwarded.values() for p in inspect.signature(fn).parameters})
     from mmengine.hooks import Hook
     from mmengine.optim import OptimWrapper
     from mmengine.optim.scheduler.param_scheduler import _ParamScheduler

@@ -59,7 +59,7 @@ def test_legitimate_new_keys_are_accepted():
     new = {
         'model.test_cfg.internal_nodes': 'all',          # declared by the detector
         'model.backbone.with_cp': True,                  # a ResNet argument left at its default
-        'randomness.seed': 3,                            # a Runner argument
+        'randomness.diff_rank_seed': True,               # read by the Runner's seeding
         'train_dataloader.pin_memory': True,             # a DataLoader argument
         'default_hooks.checkpoint.priority': 'LOW',      # read by Runner.register_hook
         'optim_wrapper.paramwise_cfg.norm_decay_mult': 0.0,   # read by the constructor
@@ -71,7 +71,7 @@ def test_legitimate_new_keys_are_accepted():
     assert cfg.model.test_cfg.internal_nodes == 'all'
     assert cfg.model.backbone.with_cp is True
     assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0
-    assert cfg.randomness.seed == 3
+    assert cfg.randomness.diff_rank_seed is True
 
 
 def test_runner_cfg_keys_are_accepted_and_config_variables_are_not():
