@@ -12,8 +12,10 @@ there, the dataset's classes here), and writes the rest. It prints the
 dropped keys and the keys the fine-tuning model will initialise itself
 (missing). Fine-tuning configs read it with ``load_from = 'OUT.pth'``.
 
-The pre-training config is read from the checkpoint (mmengine stores it) or
-from ``--pretrain-config``.
+The pre-training config is read from the checkpoint (mmengine stores it;
+its ``custom_imports`` are not imported) or from ``--pretrain-config``. The
+pre-training model's class-order record (its pseudo-classes) is dropped with
+the class-dependent layers: the output fits any label tree.
 """
 import argparse
 import os
@@ -103,15 +105,12 @@ def convert(state: Dict[str, torch.Tensor], pretrainer, finetuner
 
 def main(argv=None):
     from mmengine.config import Config
+
+    from bhcl.utils.class_order import checkpoint_config
     args = parse_args(argv)
     ckpt = torch.load(args.checkpoint, map_location='cpu', weights_only=False)
     state = ckpt.get('state_dict', ckpt)
-    if args.pretrain_config:
-        pre_cfg = Config.fromfile(args.pretrain_config)
-    elif isinstance(ckpt.get('meta', {}).get('cfg'), str):
-        pre_cfg = Config.fromstring(ckpt['meta']['cfg'], file_format='.py')
-    else:
-        raise ValueError(f'{args.checkpoint}: holds no config; pass --pretrain-config')
+    pre_cfg = checkpoint_config(ckpt, args.checkpoint, args.pretrain_config)
     if pre_cfg.model.get('type') != 'MutDetPretrainer':
         raise ValueError(f'{args.checkpoint}: model type {pre_cfg.model.get("type")!r}, '
                          'expected a MutDetPretrainer checkpoint')
