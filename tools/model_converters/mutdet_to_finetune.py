@@ -80,7 +80,12 @@ def convert(state: Dict[str, torch.Tensor], pretrainer, finetuner
             ) -> Tuple[Dict[str, torch.Tensor], Dict[str, List[str]]]:
     """Pre-training state dict -> (fine-tuning state dict, report of the keys)."""
     from bhcl.models.detectors import pretrain_only_keys
-    target = finetuner.state_dict()
+    from bhcl.utils.class_order import CLASS_ORDER_KEY
+
+    # the recorded class order is no weight: the pseudo-classes' is dropped, and the
+    # fine-tuning model's is not to be initialised
+    state = {k: v for k, v in state.items() if k != CLASS_ORDER_KEY}
+    target = {k: v for k, v in finetuner.state_dict().items() if k != CLASS_ORDER_KEY}
     pre_only = set(pretrain_only_keys(state))
     class_dep = (set(pretrainer.class_dependent_keys())
                  | set(finetuner.class_dependent_keys())) & set(state)

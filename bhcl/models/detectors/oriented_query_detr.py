@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from bhcl.models.layers.rbox_ops import refine_xyzrt, regularize_le90, xyzrt_to_boxes
 from bhcl.models.task_modules.rotated_bbox_l1_cost import check_angle_version, normalize_rboxes
 from bhcl.structures import LabelTree
-from bhcl.utils.class_order import CLASS_ORDER_KEY, guard_class_order
+from bhcl.utils.class_order import guard_class_order
 
 
 class StageOutput(NamedTuple):
@@ -173,11 +173,9 @@ class OrientedQueryDETR(BaseDetector):
     def class_dependent_keys(self) -> List[str]:
         """State-dict keys of the layers whose shape follows the number of classes
         (the linear classifiers of the stages, the query head's class maps): what a
-        checkpoint of another label set (pre-training, another dataset) cannot give;
-        with the recorded class order (``CLASS_ORDER_KEY``)."""
-        keys = [CLASS_ORDER_KEY]
-        keys += [f'query_head.{n}' for n, _ in self.query_head.named_parameters()
-                 if '.conv_cls.' in f'.{n}']
+        checkpoint of another label set (pre-training, another dataset) cannot give."""
+        keys = [f'query_head.{n}' for n, _ in self.query_head.named_parameters()
+                if '.conv_cls.' in f'.{n}']
         if self.category_queries is None:
             for i, branch in enumerate(self.cls_branches):
                 keys += [f'cls_branches.{i}.{len(branch) - 1}.{n}'
