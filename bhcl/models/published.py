@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from bhcl.structures import LabelTree
+from bhcl.utils.class_order import CLASS_ORDER_KEY
 
 __all__ = ['convert_published_config', 'convert_published_state_dict', 'published_key_map',
            'load_state_dict_strict', 'PublishedModelError']
@@ -331,10 +332,12 @@ def convert_published_state_dict(state_dict: Mapping[str, Tensor]) -> Dict[str, 
 
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
     """``model.load_state_dict`` with errors that name every missing, unexpected or
-    mis-shaped key (and both shapes)."""
+    mis-shaped key (and both shapes). A recorded class order (``CLASS_ORDER_KEY``) is
+    optional and, when present, checked by the model (``ClassOrderError``)."""
     own = model.state_dict()
+    own.pop(CLASS_ORDER_KEY, None)  # a record, not a weight: checked by the model's load hook
     missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
+    unexpected = sorted(set(state_dict) - set(own) - {CLASS_ORDER_KEY})
     shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
               for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
     problems: List[str] = []

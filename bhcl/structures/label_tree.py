@@ -160,10 +160,18 @@ class LabelTree:
         return cls.from_paths([n['path'] for n in nodes], **kwargs)
 
     def to_config(self) -> dict:
-        """A plain dict that ``from_config`` turns back into this tree."""
+        """A plain dict that ``from_config`` turns back into this tree.
+
+        The nodes are an ordered ``paths`` list (``'A/B'`` strings, or name lists
+        when a name holds a ``/``): a list keeps the class order however the
+        config is written (mmengine sorts dict keys when it writes a config, which
+        would reorder a ``parents`` dict).
+        """
+        slash = any('/' in c for c in self.classes)
+        paths = [self.path(k) if slash else '/'.join(self.path(k))
+                 for k in range(self.num_classes)]
         return dict(
-            parents={c: (self.classes[p] if p >= 0 else None)
-                     for c, p in zip(self.classes, self.parent)},
+            paths=paths,
             other_patterns=list(self.other_patterns),
             aliases=dict(self.aliases),
             ignore=list(self.ignore))

@@ -1,10 +1,13 @@
 """Config set-up shared by tools/train.py, tools/test.py and the analysis tools."""
+import logging
 import os
 import os.path as osp
 
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
+
+from bhcl.utils.class_order import ConfigReadError, preserve_label_trees
 
 
 def load_cfg(config: str, cfg_options=None) -> Config:
@@ -30,6 +33,10 @@ def setup_cfg(config: str, launcher: str = 'none', work_dir=None, cfg_options=No
 
     * ``cfg_options`` are checked and merged (``merge_cfg_options``), ``work_dir`` defaults to
       ``./work_dirs/<config name>``;
+    * every ``label_tree`` given as a ``parents`` dict becomes the same tree as an
+      ordered ``paths`` list (:func:`~bhcl.utils.class_order.preserve_label_trees`):
+      the Runner writes the config to the work dir and into each checkpoint's
+      ``meta['cfg']`` with sorted dict keys, which would reorder the classes;
     * a distributed launch without CUDA switches the ``nccl`` backend to
       ``gloo`` and wraps the model in DDP without ``device_ids`` so that
       ``dist_train.sh`` also runs on CPU (see ``init_cpu_distributed``).
@@ -41,6 +48,11 @@ def setup_cfg(config: str, launcher: str = 'none', work_dir=None, cfg_options=No
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    try:
+        preserve_label_trees(cfg)
+    except ConfigReadError as error:  # a written copy that cannot be read misleads no one
+        print_log(f'{config}: the config cannot be written and read back ({error}); '
+                  'label-tree order not checked', logger='current', level=logging.WARNING)
     if launcher != 'none' and not torch.cuda.is_available():
         dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
         if dist_cfg.get('backend', 'nccl') == 'nccl':

@@ -158,6 +158,7 @@ def test_plain_pass_equals_the_fine_tuning_forward_with_the_same_weights():
 def test_converter_output_loads_with_exactly_the_expected_missing_keys(tmp_path):
     from mmengine.runner import load_checkpoint
 
+    from bhcl.utils.class_order import CLASS_ORDER_KEY, recorded_class_order
     from tools.model_converters import mutdet_to_finetune as conv
     pre = build()
     ckpt = tmp_path / 'pre.pth'
@@ -174,7 +175,9 @@ def test_converter_output_loads_with_exactly_the_expected_missing_keys(tmp_path)
     assert set(report['dropped_class_dependent']) == set(pre.class_dependent_keys())
     load_checkpoint(fine, str(out), map_location='cpu', strict=False)
     loaded = fine.state_dict()
-    inherited = [k for k in loaded if k not in expected_missing]
+    # the class-order record is the fine-tuning model's own, not inherited
+    assert recorded_class_order(loaded) == list(fine.label_tree.classes)
+    inherited = [k for k in loaded if k not in expected_missing and k != CLASS_ORDER_KEY]
     assert inherited
     pre_state = pre.state_dict()
     assert all(torch.equal(loaded[k], pre_state[k]) for k in inherited)

@@ -12,8 +12,10 @@ there, the dataset's classes here), and writes the rest. It prints the
 dropped keys and the keys the fine-tuning model will initialise itself
 (missing). Fine-tuning configs read it with ``load_from = 'OUT.pth'``.
 
-The pre-training config is read from the checkpoint (mmengine stores it) or
-from ``--pretrain-config``.
+The pre-training config is read from the checkpoint (mmengine stores it;
+its ``custom_imports`` are not imported) or from ``--pretrain-config``. The
+pre-training model's class-order record (its pseudo-classes) is dropped with
+the class-dependent layers: the output fits any label tree.
 """
 import argparse
 import os
@@ -78,7 +80,12 @@ def convert(state: Dict[str, torch.Tensor], pretrainer, finetuner
             ) -> Tuple[Dict[str, torch.Tensor], Dict[str, List[str]]]:
     """Pre-training state dict -> (fine-tuning state dict, report of the keys)."""
     from bhcl.models.detectors import pretrain_only_keys
-    target = finetuner.state_dict()
+    from bhcl.utils.class_order import CLASS_ORDER_KEY
+
+    # the recorded class order is no weight: the pseudo-classes' is dropped, and the
+    # fine-tuning model's is not to be initialised
+    state = {k: v for k, v in state.items() if k != CLASS_ORDER_KEY}
+    target = {k: v for k, v in finetuner.state_dict().items() if k != CLASS_ORDER_KEY}
     pre_only = set(pretrain_only_keys(state))
     class_dep = (set(pretrainer.class_dependent_keys())
                  | set(finetuner.class_dependent_keys())) & set(state)
@@ -103,15 +110,12 @@ def convert(state: Dict[str, torch.Tensor], pretrainer, finetuner
 
 def main(argv=None):
     from mmengine.config import Config
+
+    from bhcl.utils.class_order import checkpoint_config
     args = parse_args(argv)
     ckpt = torch.load(args.checkpoint, map_location='cpu', weights_only=False)
     state = ckpt.get('state_dict', ckpt)
-    if args.pretrain_config:
-        pre_cfg = Config.fromfile(args.pretrain_config)
-    elif isinstance(ckpt.get('meta', {}).get('cfg'), str):
-        pre_cfg = Config.fromstring(ckpt['meta']['cfg'], file_format='.py')
-    else:
-        raise ValueError(f'{args.checkpoint}: holds no config; pass --pretrain-config')
+    pre_cfg = checkpoint_config(ckpt, args.checkpoint, args.pretrain_config)
     if pre_cfg.model.get('type') != 'MutDetPretrainer':
         raise ValueError(f'{args.checkpoint}: model type {pre_cfg.model.get("type")!r}, '
                          'expected a MutDetPretrainer checkpoint')

@@ -1,21 +1,25 @@
 """Convert a checkpoint of the published BHCL / OrientedFormer code to bhcl.
 
     python tools/model_converters/orientedformer_to_bhcl.py PUBLISHED_CKPT OUT_DIR
-        [--config PUBLISHED_CONFIG.py] [--label-tree TREE]
+        [--config PUBLISHED_CONFIG.py] [--label-tree TREE] [--name NAME]
 
 PUBLISHED_CKPT is a checkpoint written by the published code (``state_dict``
-with its key names). Its model config is read from ``--config`` (the published
-``.py`` file, e.g. ``projects/BHCL/configs/shiprs_bhcl_decoupled_6x.py``; its
-custom imports are not needed) or, without it, from the checkpoint's
-``meta['cfg']`` (mmengine stores the config there). ``--label-tree`` is needed
+with its key names). Its model config is read from the checkpoint's
+``meta['cfg']`` (mmengine stores the config text there) or from ``--config``
+(the published ``.py`` file, e.g. ``projects/BHCL/configs/shiprs_bhcl_decoupled_6x.py``).
+Either way the config's ``custom_imports`` (the published package) are not
+imported: nothing of the published code is needed. ``--label-tree`` is needed
 when the config has no ``hcl_loss.hierarchical_labels`` (the baselines): a
 bhcl label-tree config such as ``configs/_base_/datasets/shiprs_label_tree.py``
 or a tree JSON file.
 
 OUT_DIR receives ``<name>.pth`` (bhcl weights, loadable by ``tools/test.py``
-with the matching ``configs/orientedformer`` / ``configs/bhcl`` config) and
-``<name>_model.py`` (the converted model config). The converted model is built
-and the weights loaded strictly before anything is written.
+with the matching ``configs/orientedformer`` / ``configs/bhcl`` config or with
+the model config below) and ``<name>_model.py`` (the converted model config,
+its label tree an ordered ``paths`` list). The checkpoint records the class
+order it was made for; loading it into a model whose label tree has another
+order fails and shows both. The converted model is built and the weights
+loaded strictly before anything is written.
 """
 import argparse
 import os
@@ -30,6 +34,8 @@ import bhcl  # noqa: F401  (registers bhcl modules)
 from bhcl.models.published import (PublishedModelError, convert_published_config,
                                    convert_published_state_dict, load_state_dict_strict)
 from bhcl.structures import LabelTree
+from bhcl.utils.class_order import (ClassOrderError, ConfigReadError, checkpoint_config,
+                                    converted_checkpoint, dump_config)
 
 
 def parse_args(argv=None):
@@ -54,17 +60,31 @@ def read_label_tree(path: str) -> LabelTree:
 
 
 def published_model_cfg(args, ckpt: dict) -> dict:
-    if args.config:
-        cfg = Config.fromfile(args.config, import_custom_modules=False)
-    else:
-        text = (ckpt.get('meta') or {}).get('cfg')
-        if not text:
-            raise SystemExit(f"{args.checkpoint}: no meta['cfg'] in the checkpoint; pass the "
-                             'published config with --config')
-        cfg = Config.fromstring(text, '.py') if isinstance(text, str) else Config(text)
+    cfg = checkpoint_config(ckpt, args.checkpoint, args.config)
     if 'model' not in cfg:
-        raise SystemExit('the published config has no `model`')
+        raise PublishedModelError('the published config has no `model`')
     return cfg.to_dict()['model']
+
+
+def build_converted(model_cfg: dict):
+    """The bhcl model of ``model_cfg``, without pretrained backbone weights."""
+    from mmrotate.registry import MODELS
+    build_cfg = Config(dict(model=model_cfg)).model
+    if 'init_cfg' in build_cfg.backbone:
+        build_cfg.backbone.init_cfg = None
+    return MODELS.build(build_cfg)
+
+
+def check_written(out_cfg: str, out_ckpt: str, state: dict) -> None:
+    """Build the written model config, load the written checkpoint into it as the Runner
+    would (strict), and check every tensor arrived: the files work as a pair."""
+    from mmengine.runner import load_checkpoint
+    model = build_converted(Config.fromfile(out_cfg).to_dict()['model'])
+    load_checkpoint(model, out_ckpt, map_location='cpu', strict=True)
+    loaded = model.state_dict()
+    wrong = [k for k, v in state.items() if not torch.equal(loaded[k], v)]
+    if wrong:
+        raise PublishedModelError(f'{out_ckpt} does not load into {out_cfg}: {wrong[:10]}')
 
 
 def main(argv=None) -> int:
@@ -76,23 +96,21 @@ def main(argv=None) -> int:
     try:
         model_cfg = convert_published_config(published_model_cfg(args, ckpt), label_tree=tree)
         state = convert_published_state_dict(ckpt.get('state_dict', ckpt))
-        from mmrotate.registry import MODELS
-        build_cfg = Config(dict(model=model_cfg)).model
-        if 'init_cfg' in build_cfg.backbone:
-            build_cfg.backbone.init_cfg = None
-        model = MODELS.build(build_cfg)
+        model = build_converted(model_cfg)
         load_state_dict_strict(model, state)
-    except PublishedModelError as error:
+        out = converted_checkpoint(state, model.label_tree,
+                                   converted_from=osp.basename(args.checkpoint))
+        name = args.name or osp.splitext(osp.basename(args.checkpoint))[0]
+        os.makedirs(args.out_dir, exist_ok=True)
+        out_cfg = osp.join(args.out_dir, f'{name}_model.py')
+        dump_config(dict(custom_imports=dict(imports=['bhcl'], allow_failed_imports=False),
+                         model=model_cfg), out_cfg)
+    except (PublishedModelError, ConfigReadError, ClassOrderError) as error:
         print(f'{args.checkpoint}: {error}', file=sys.stderr)
         return 1
-    os.makedirs(args.out_dir, exist_ok=True)
-    name = args.name or osp.splitext(osp.basename(args.checkpoint))[0]
     out_ckpt = osp.join(args.out_dir, f'{name}.pth')
-    torch.save(dict(state_dict=state, meta=dict(converted_from=osp.basename(args.checkpoint))),
-               out_ckpt)
-    out_cfg = osp.join(args.out_dir, f'{name}_model.py')
-    Config(dict(custom_imports=dict(imports=['bhcl'], allow_failed_imports=False),
-                model=model_cfg)).dump(out_cfg)
+    torch.save(out, out_ckpt)
+    check_written(out_cfg, out_ckpt, state)
     print(f'wrote {out_ckpt} and {out_cfg}')
     return 0
 

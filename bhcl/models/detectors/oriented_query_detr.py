@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from bhcl.models.layers.rbox_ops import refine_xyzrt, regularize_le90, xyzrt_to_boxes
 from bhcl.models.task_modules.rotated_bbox_l1_cost import check_angle_version, normalize_rboxes
 from bhcl.structures import LabelTree
+from bhcl.utils.class_order import guard_class_order
 
 
 class StageOutput(NamedTuple):
@@ -102,6 +103,8 @@ class OrientedQueryDETR(BaseDetector):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.label_tree = LabelTree.from_config(label_tree)
         self.num_classes = self.label_tree.num_classes
+        # checkpoints record the class order; loading one made for another order fails
+        guard_class_order(self, self.label_tree.classes)
         self.strides = tuple(strides)
         self.backbone = MODELS.build(copy.deepcopy(backbone))
         self.neck = MODELS.build(copy.deepcopy(neck))

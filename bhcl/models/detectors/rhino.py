@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from bhcl.models.layers.rotated_cdn import RotatedCdnQueryGenerator
 from bhcl.models.layers.rotated_dino_decoder import RotatedDinoTransformerDecoder
 from bhcl.structures import LabelTree
+from bhcl.utils.class_order import guard_class_order
 
 ROTATED_DN_KEYS = ('angle_noise', 'max_groups')
 
@@ -71,6 +72,8 @@ class RHINO(DINO):
                 raise ValueError('RHINO: bbox_head.loss_hcl / classifier need label_tree')
             kwargs['bbox_head']['label_tree'] = self.label_tree.to_config()
         super().__init__(*args, dn_cfg=dn_cfg, **kwargs)
+        if self.label_tree is not None:  # checkpoints record (and check) the class order
+            guard_class_order(self, self.label_tree.classes)
         if dn_cfg is not None:  # DINO filled in num_classes, embed_dims, num_matching_queries
             self.dn_query_generator = RotatedCdnQueryGenerator(**dn_cfg, **rotated)
         leaves = (torch.ones(self.bbox_head.num_classes, dtype=torch.bool)
