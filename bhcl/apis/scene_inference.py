@@ -2,7 +2,8 @@
 
 The scene is read window by window (``SceneReader``), windows without valid
 pixels are skipped, the others go through the model ``batch_size`` at a time,
-and the detections (score >= ``score_thr``) move to scene pixels.
+and the detections (score >= ``score_thr``, with some area inside the scene)
+move to scene pixels.
 
 Merging across windows: an object near an inner window border is seen by two
 or more windows, whole by the one where it lies inside the window and cut by
@@ -16,7 +17,7 @@ piece of the same object). So an object cut by a border is reported once, at
 its full extent when some window holds it whole (objects longer than the
 overlap cannot be; raise ``patch_overlap``). Detections of the same window
 never suppress each other: a scene that fits in one window gives exactly the
-model's result on the whole image.
+model's result on the whole image (less boxes wholly outside it).
 """
 from __future__ import annotations
 
@@ -98,6 +99,15 @@ def truncated_mask(polys: np.ndarray, win: Window, width: int, height: int,
     if win.y + win.height < height:
         cut |= ys.max(1) > win.height - margin
     return cut
+
+
+def inside_area(polys: np.ndarray, win: Window, width: int, height: int) -> np.ndarray:
+    """(N, 8) polygons in window pixels -> (N,) area inside the scene: boxes with none
+    (wholly outside, or of zero size) are no objects of the scene."""
+    import shapely
+    rings = polys.reshape(-1, 4, 2) + (win.x, win.y)
+    scene = shapely.box(0, 0, width, height)
+    return shapely.area(shapely.intersection(shapely.polygons(rings), scene))
 
 
 def cross_window_nms(rboxes: np.ndarray, scores: np.ndarray, windows: np.ndarray,
@@ -215,6 +225,7 @@ def _run_batch(inferencer, batch, reader, score_thr: float,
     out = []
     for (w_idx, win, _), det in zip(batch, dets):
         det = det.select(det.scores >= score_thr)
+        det = det.select(inside_area(det.polygons, win, reader.width, reader.height) > 0)
         polys = det.polygons
         det.extra = dict(truncated=truncated_mask(polys, win, reader.width, reader.height,
                                                   margin),
