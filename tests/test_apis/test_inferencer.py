@@ -192,3 +192,18 @@ def test_visualisation_labels_boxes_with_tree_paths(smoke):
     assert drawn.shape == (128, 128, 3) and not np.array_equal(drawn, img[..., ::-1])
     texts = inferencer.visualizer.dataset_meta['label_tree']
     assert LabelTree.from_config(texts) == tree
+
+
+def test_rhino_returns_every_node_score():
+    torch.manual_seed(0)
+    inferencer = RotatedDetInferencer('bhcl-rhino-decoupled_r18_1xb2-12e_synthetic', None,
+                                      device='cpu')
+    data = inferencer.pipeline(dict(img=scene_data.background(128, 128), img_id=0))
+    from mmengine.dataset import pseudo_collate
+    with torch.no_grad():
+        pred = inferencer.model.test_step(pseudo_collate([data]))[0].pred_instances
+    assert pred.node_scores.shape == (len(pred.scores), inferencer.tree.num_classes)
+    rows = torch.arange(len(pred.labels))
+    torch.testing.assert_close(pred.node_scores[rows, pred.labels], pred.scores)
+    det = inferencer.predict(scene_data.background(128, 128))[0]
+    assert not np.isnan(det.level_scores).any()     # every synthetic leaf is at level 2

@@ -277,3 +277,21 @@ def test_unreadable_and_truncated_rasters_write_nothing(tree, tmp_path, straddli
     cut.write_bytes(data[:len(data) // 2])
     with pytest.raises(SceneError, match=r'cut.tif: the window at .* truncated or corrupt'):
         infer_scene(det, str(cut), patch_size=PATCH, patch_overlap=OVERLAP)
+
+
+def test_generate_synthetic_scene_tool(tmp_path, tree):
+    import sys
+    from tests.conftest import REPO_ROOT
+    sys.path.insert(0, osp.join(REPO_ROOT, 'tools'))
+    import generate_synthetic_scene
+    out = str(tmp_path / 'scene.tif')
+    generate_synthetic_scene.main([out, '--size', '512', '--density', '4'])
+    with SceneReader(out) as reader:
+        assert (reader.width, reader.height) == (512, 512)
+        assert reader.crs.to_epsg() == 32633 and reader.transform.a == 0.5
+        assert reader.read(window_grid(512, 512, 256, 80)[0]) is not None
+    lines = open(str(tmp_path / 'scene.txt')).read().splitlines()
+    assert len(lines) == 16
+    for line in lines:      # every object is a node of the tree
+        name = line.split(' ', 8)[8].rsplit(' ', 1)[0]
+        assert tree.resolve(name) is not None
