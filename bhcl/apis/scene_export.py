@@ -8,7 +8,10 @@ GeoJSON coordinates, by what the raster knows:
 * georeferenced, ``wgs84=True``: longitude / latitude (WGS84, RFC 7946's own
   CRS) through pyproj, no ``crs`` member;
 * no georeference (plain PNG / JPEG, or a TIFF without one): pixel coordinates
-  ``(column, row)``, y down, said by ``coordinates: "pixel"``.
+  ``(column, row)``, y down.
+
+The collection's ``coordinate_system`` member says which (``map``, ``wgs84``,
+``pixel``); RFC 7946 allows such foreign members (not one named ``coordinates``).
 
 Polygons are the rotated boxes clipped to the raster's extent, rings closed
 and counter-clockwise in the output coordinates (RFC 7946 section 3.1.6).
@@ -92,7 +95,8 @@ def feature_collection(result: SceneResult, wgs84: bool = False) -> Tuple[dict, 
         features.append(dict(type='Feature', properties=props, geometry=dict(
             type='Polygon', coordinates=[[[round(float(x), digits), round(float(y), digits)]
                                           for x, y in ring]])))
-    fc = dict(type='FeatureCollection', name=result.name, coordinates=mode, features=features)
+    fc = dict(type='FeatureCollection', name=result.name, coordinate_system=mode,
+              features=features)
     if mode == 'map':
         fc['crs'] = dict(type='name', properties=dict(name=_crs_name(result.crs)))
     return fc, message

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bhcl.apis import (CheckpointMismatchError, RotatedDetInferencer, TreeDetections,
-                       infer_scene, level_scores, resolve_config, write_scene_outputs)
+                       infer_scene, level_scores, resolve_config)
 from bhcl.apis.scene_inference import inside_area
 from bhcl.apis.scene_reader import Window
 from bhcl.apis.tree_detections import subtree_matrix
@@ -171,7 +171,7 @@ def test_scene_demo_multi_window_outputs(smoke, tmp_path, capsys):
     assert osp.join(out, 'scene.geojson') in written
     with open(osp.join(out, 'scene.geojson')) as f:
         fc = json.load(f)
-    assert fc['coordinates'] == 'wgs84' and len(fc['features']) == len(result.detections) > 0
+    assert fc['coordinate_system'] == 'wgs84' and len(fc['features']) == len(result.detections) > 0
     printed = capsys.readouterr().out
     assert 'WGS84' in printed and 'windows/s' in printed and 'bands 1, 2, 3' in printed
     # a corrupt scene: an error naming the file, nothing written

@@ -14,7 +14,6 @@ from bhcl.apis import (SceneError, SceneReader, cross_window_nms, infer_scene, w
                        write_scene_outputs)
 from bhcl.datasets.export import read_dota_task1
 from bhcl.structures import LabelTree
-from bhcl.structures.geometry import rbox_to_poly
 from tests.conftest import tree_config
 from tests.test_apis import scene_data
 from tests.test_apis.scene_data import ColourBoxDetector
@@ -162,7 +161,7 @@ def test_geojson_in_map_coordinates_and_wgs84(straddling_scene, tree, tmp_path):
     written, message = write_scene_outputs(result, str(tmp_path / 'map'))
     assert 'EPSG:32633' in message
     fc = read_geojson(tmp_path / 'map' / 'straddle.geojson')
-    assert fc['type'] == 'FeatureCollection' and fc['coordinates'] == 'map'
+    assert fc['type'] == 'FeatureCollection' and fc['coordinate_system'] == 'map'
     assert fc['crs']['properties']['name'] == 'urn:ogc:def:crs:EPSG::32633'
     with rasterio.open(path) as ds:
         bounds = tuple(ds.bounds)
@@ -187,7 +186,7 @@ def test_geojson_in_map_coordinates_and_wgs84(straddling_scene, tree, tmp_path):
 
     write_scene_outputs(result, str(tmp_path / 'wgs'), formats=['geojson'], wgs84=True)
     fc = read_geojson(tmp_path / 'wgs' / 'straddle.geojson')
-    assert fc['coordinates'] == 'wgs84' and 'crs' not in fc
+    assert fc['coordinate_system'] == 'wgs84' and 'crs' not in fc
     from rasterio.warp import transform_bounds
     check_geometry(fc, transform_bounds(scene_data.CRS, 'EPSG:4326', *bounds, densify_pts=21))
     lon, lat = np.array(fc['features'][0]['geometry']['coordinates'][0]).T
@@ -207,7 +206,7 @@ def test_scene_without_georeference_uses_pixels(tree, tmp_path):
                                      wgs84=True)
     assert 'no georeference' in message and 'pixels' in message
     fc = read_geojson(tmp_path / 'out' / 'plain.geojson')
-    assert fc['coordinates'] == 'pixel' and 'crs' not in fc
+    assert fc['coordinate_system'] == 'pixel' and 'crs' not in fc
     check_geometry(fc, (0, 0, W, H))
 
 
