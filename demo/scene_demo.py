@@ -18,7 +18,7 @@ import sys
 
 from mmengine.utils import ProgressBar
 
-from bhcl.apis import RotatedDetInferencer, write_scene_outputs
+from bhcl.apis import RotatedDetInferencer, SceneReader, write_scene_outputs
 from bhcl.apis.scene_export import FORMATS
 
 
@@ -45,13 +45,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    with SceneReader(args.scene, bands=args.bands) as reader:   # fail before loading the model
+        print(f'{args.scene}: {reader.width} x {reader.height} px; {reader.band_note}; '
+              + (f'CRS {reader.crs}' if reader.crs else 'no georeference'))
     inferencer = RotatedDetInferencer(args.config, args.checkpoint, device=args.device)
     result = inferencer.predict_scene(
         args.scene, patch_size=args.patch_size, patch_overlap=args.patch_overlap,
         batch_size=args.batch_size, score_thr=args.score_thr, bands=args.bands,
         iou_thr=args.iou_thr, progress=ProgressBar)
     print()
-    print(f'{args.scene}: {result.width} x {result.height} px; {result.band_note}')
     written, message = write_scene_outputs(result, args.out_dir, args.formats, wgs84=args.wgs84)
     if message:
         print(message)
