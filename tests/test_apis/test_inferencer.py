@@ -19,7 +19,6 @@ from bhcl.structures import LabelTree
 from tests.conftest import REPO_ROOT, SMOKE_CONFIG, tree_config
 from tests.test_apis import scene_data
 
-rasterio = pytest.importorskip('rasterio')
 sys.path.insert(0, osp.join(REPO_ROOT, 'demo'))
 import image_demo  # noqa: E402
 import scene_demo  # noqa: E402

@@ -8,6 +8,7 @@ import os.path as osp
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 
 from bhcl.apis import (SceneError, SceneReader, cross_window_nms, infer_scene, window_grid,
@@ -18,7 +19,6 @@ from tests.conftest import tree_config
 from tests.test_apis import scene_data
 from tests.test_apis.scene_data import ColourBoxDetector
 
-rasterio = pytest.importorskip('rasterio')
 
 W, H, PATCH, OVERLAP = 560, 400, 256, 80   # windows x: 0, 176, 304; y: 0, 144
 # objects across inner window borders (x = 176, 256, 304, 432; y = 144, 256), each
