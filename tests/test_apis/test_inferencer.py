@@ -206,3 +206,16 @@ def test_rhino_returns_every_node_score():
     torch.testing.assert_close(pred.node_scores[rows, pred.labels], pred.scores)
     det = inferencer.predict(scene_data.background(128, 128))[0]
     assert not np.isnan(det.level_scores).any()     # every synthetic leaf is at level 2
+
+
+def test_detector_without_node_scores_gives_nan_above_the_node():
+    torch.manual_seed(0)
+    inferencer = RotatedDetInferencer('rotated-retinanet_r18_fpn_1xb4-12e_synthetic', None,
+                                      device='cpu')
+    assert inferencer.tree == LabelTree.from_config(tree_config('synthetic'))  # config's tree
+    det = inferencer.predict(scene_data.background(128, 128))[0]
+    depth = np.array([inferencer.tree.depth[k] for k in det.labels])
+    for i in range(len(det)):
+        assert np.isnan(det.level_scores[i, :depth[i]]).all()
+        assert det.level_scores[i, depth[i]] == det.scores[i]
+        assert det.path_scores(i)[:-1] == [None] * int(depth[i])
