@@ -176,36 +176,30 @@ def infer_scene(inferencer, path: str, patch_size: Optional[int] = None,
             ``scene_patch_defaults`` of the model's config).
         score_thr: detections below it are dropped in each window, before merging.
         bands: three 1-based band numbers read as R, G, B (``SceneReader``).
+        iou_thr, iof_thr: a kept detection suppresses one of another window with
+            rotated IoU >= ``iou_thr``, or whose area lies inside it by ``iof_thr``.
+        border_margin: px from an inner window border within which a detection
+            counts as cut by it (truncated).
         class_agnostic: merge detections of different classes too (a cut object
             may be classified differently by two windows).
+        cache_mb: GDAL block cache (``SceneReader``).
         progress: a callable ``progress(total_windows)`` returning a progress bar
             with ``update()`` (``mmengine.utils.ProgressBar``), or None.
     """
     size, overlap = scene_patch_defaults(inferencer.cfg, inferencer.input_scale)
     size = patch_size or size
-    overlap = overlap if patch_overlap is None else patch_overlap
-    if patch_size and patch_overlap is None and overlap >= size:
+    if patch_overlap is not None:
+        overlap = patch_overlap
+    elif overlap >= size:   # a patch size given alone, below the config's overlap
         overlap = int(round(size * DEFAULT_OVERLAP_RATIO))
-    tree = inferencer.tree
     start = time.perf_counter()
-    parts, runs = [], 0
     with SceneReader(path, bands=bands, cache_mb=cache_mb) as reader:
         windows = window_grid(reader.width, reader.height, size, overlap)
         bar = progress(len(windows)) if progress is not None else None
-        batch: List[Tuple[int, Window, np.ndarray]] = []
-        for w_idx, win in enumerate(windows):
-            img = reader.read(win)
-            if img is not None:
-                batch.append((w_idx, win, img))
-            else:
-                bar is not None and bar.update()
-            if batch and (len(batch) == batch_size or w_idx == len(windows) - 1):
-                parts += _run_batch(inferencer, batch, reader, score_thr, border_margin)
-                runs += len(batch)
-                for _ in batch:
-                    bar is not None and bar.update()
-                batch = []
-        merged = TreeDetections.concat(parts, tree, img_path=path,
+        parts = list(_detect_windows(inferencer, reader, windows, batch_size, score_thr,
+                                     border_margin, bar))
+        runs = len(parts)
+        merged = TreeDetections.concat(parts, inferencer.tree, img_path=path,
                                        img_shape=(reader.height, reader.width))
         if not parts:   # no window run: keep the per-detection fields, empty
             merged.extra = dict(truncated=np.zeros(0, dtype=bool),
@@ -216,6 +210,25 @@ def infer_scene(inferencer, path: str, patch_size: Optional[int] = None,
         return SceneResult(path, merged.select(keep), reader.width, reader.height, reader.crs,
                            reader.transform, reader.band_note, size, overlap, len(windows),
                            runs, time.perf_counter() - start)
+
+
+def _detect_windows(inferencer, reader: SceneReader, windows: List[Window], batch_size: int,
+                    score_thr: float, margin: float, bar):
+    """Yield the detections of every window with valid pixels (one ``TreeDetections``
+    each, in scene pixels), reading and running ``batch_size`` windows at a time."""
+    batch: List[Tuple[int, Window, np.ndarray]] = []
+    for w_idx, win in enumerate(windows):
+        img = reader.read(win)
+        if img is not None:
+            batch.append((w_idx, win, img))
+        elif bar is not None:
+            bar.update()
+        if batch and (len(batch) == batch_size or w_idx == len(windows) - 1):
+            yield from _run_batch(inferencer, batch, reader, score_thr, margin)
+            if bar is not None:
+                for _ in batch:
+                    bar.update()
+            batch = []
 
 
 def _run_batch(inferencer, batch, reader, score_thr: float,
