@@ -456,7 +456,9 @@ class RotatedDINOHead(DINOHead):
         """Top ``max_per_img`` (query, class) pairs, boxes in pixels (no NMS, as RHINO:
         ``cx, w`` clamped to [0, W] and ``cy, h`` to [0, H]); classes outside the
         ``predict_mask`` buffer (internal tree nodes, set by the detector) are never
-        predicted."""
+        predicted. ``test_cfg.return_node_scores`` adds ``node_scores`` (n, K): every
+        node's score for each prediction's query (``bhcl.apis``)."""
+        node_scores = cls_score.sigmoid()
         mask = getattr(self, 'predict_mask', None)
         if mask is not None:
             cls_score = cls_score.masked_fill(~mask, float('-inf'))
@@ -472,4 +474,7 @@ class RotatedDINOHead(DINOHead):
         if rescale and 'scale_factor' in img_meta:
             sx, sy = img_meta['scale_factor'][:2]
             boxes[:, :4] = boxes[:, :4] / boxes.new_tensor([sx, sy, sx, sy])
-        return InstanceData(bboxes=RotatedBoxes(boxes), scores=scores, labels=labels)
+        result = InstanceData(bboxes=RotatedBoxes(boxes), scores=scores, labels=labels)
+        if self.test_cfg.get('return_node_scores', False):
+            result.node_scores = node_scores[idx // self.num_classes]
+        return result

@@ -65,9 +65,11 @@ class OrientedQueryDETR(BaseDetector):
             matching each stage's projected class features with image-guided
             category queries (top-K categories per image, presence loss
             ``loss_presence``) instead of a linear layer.
-        test_cfg: ``dict(max_per_img=..., internal_nodes=None)``; ``internal_nodes``
-            (``'all'`` or a list of node names) lets inference predict those internal
-            nodes besides the leaves.
+        test_cfg: ``dict(max_per_img=..., internal_nodes=None, return_node_scores=False)``;
+            ``internal_nodes`` (``'all'`` or a list of node names) lets inference predict
+            those internal nodes besides the leaves; ``return_node_scores`` adds
+            ``node_scores`` (n, K), every node's score for each prediction's query
+            (the inferencer's per-level scores, ``bhcl.apis``).
     """
 
     # keys read from test_cfg (checked by bhcl.utils.config_check)
@@ -378,4 +380,10 @@ class OrientedQueryDETR(BaseDetector):
         if rescale and 'scale_factor' in meta:
             sx, sy = meta['scale_factor'][:2]
             out[:, :4] = out[:, :4] / out.new_tensor([sx, sy, sx, sy])
-        return InstanceData(bboxes=RotatedBoxes(out), scores=top, labels=labels)
+        result = InstanceData(bboxes=RotatedBoxes(out), scores=top, labels=labels)
+        if self.test_cfg.get('return_node_scores', False):
+            node_scores = logits.sigmoid()
+            if selected is not None:
+                node_scores = node_scores * selected.to(logits.dtype)
+            result.node_scores = node_scores[query]
+        return result

@@ -4,6 +4,9 @@
 # the folders.
 img_scale = (1024, 1024)
 backend_args = None
+# Whole-scene inference (demo/scene_demo.py, bhcl.apis.infer_scene): windows of
+# the size and overlap the training images were cut with (split_images.py).
+scene_split = dict(patch_size=1024, patch_overlap=200)
 
 # The paper's augmentation: keep-ratio resize to 1024, random flips, and a
 # random translation of up to 32 px.

@@ -6,6 +6,9 @@ dataset_type = 'HierarchicalDOTADataset'
 data_root = 'data/synthetic/'
 img_scale = (256, 256)
 backend_args = None
+# Whole-scene inference (demo/scene_demo.py, bhcl.apis.infer_scene): windows of
+# the training image size, overlapping by more than the longest object (64 px).
+scene_split = dict(patch_size=256, patch_overlap=80)
 
 train_pipeline = [
     dict(type='mmdet.LoadImageFromFile', backend_args=backend_args),
