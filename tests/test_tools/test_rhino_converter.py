@@ -57,3 +57,30 @@ def test_cli_rejects_another_model_listing_the_keys(tmp_path, capsys):
     assert converter()([ckpt, str(tmp_path / 'out')]) == 1
     assert 'roi_head.mask_head.conv.weight' in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
+
+
+DOTA_CLASSES = ['plane', 'baseball-diamond', 'bridge', 'ground-track-field', 'small-vehicle',
+                'large-vehicle', 'ship', 'tennis-court', 'basketball-court', 'storage-tank',
+                'soccer-ball-field', 'roundabout', 'harbor', 'swimming-pool', 'helicopter']
+
+
+def test_cli_with_a_label_tree_records_the_class_order(tmp_path):
+    from mmengine.runner import load_checkpoint
+
+    from bhcl.utils.class_order import ClassOrderError
+    _, ckpt, _ = write_published(tmp_path, True)
+    tree_file = tmp_path / 'dota_tree.py'
+    tree_file.write_text(f'label_tree = dict(paths={DOTA_CLASSES!r})\n')
+    assert converter()([ckpt, str(tmp_path / 'out'), '--label-tree', str(tree_file)]) == 0
+    written = torch.load(tmp_path / 'out' / 'rhino.pth', weights_only=False)
+    assert written['meta']['class_order'] == DOTA_CLASSES
+    cfg = Config.fromfile(str(tmp_path / 'out' / 'rhino_model.py'))
+    assert list(cfg.model.label_tree['paths']) == DOTA_CLASSES
+    import bhcl  # noqa: F401
+    swapped = list(DOTA_CLASSES)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    cfg.model.label_tree = dict(paths=swapped)
+    cfg.model.backbone.init_cfg = None
+    with pytest.raises(ClassOrderError, match='baseball-diamond'):
+        load_checkpoint(MODELS.build(cfg.model), str(tmp_path / 'out' / 'rhino.pth'),
+                        map_location='cpu')
