@@ -57,7 +57,12 @@ echo "[slurm_train] job \$SLURM_JOB_ID start \${SLURM_RESTART_COUNT:-0} on \$(ho
 srun --kill-on-bad-exit=1 $SRUN_ARGS $TRAIN &
 TRAIN_PID=\$!
 ASKED=0
-trap 'ASKED=1; echo "[slurm_train] time limit near: asking training to checkpoint and stop"; kill -USR1 \$TRAIN_PID' USR1
+on_usr1() {
+    ASKED=1
+    echo "[slurm_train] time limit near: asking training to checkpoint and stop"
+    kill -USR1 "\$TRAIN_PID"
+}
+trap on_usr1 USR1
 # scancel and preemption signal the tasks themselves; wait for their checkpoint
 trap 'echo "[slurm_train] SIGTERM: waiting for training to checkpoint and stop"' TERM
 while true; do

@@ -144,18 +144,26 @@ def first_readable(candidates: List[str]) -> Tuple[Optional[str], List[Tuple[str
     return None, skipped
 
 
-def state_dict_mismatch(model_state: dict, checkpoint_state: dict) -> List[str]:
-    """Lines naming the keys a checkpoint lacks, the keys the model lacks and
-    the shapes that differ (empty when the checkpoint fits the model)."""
+def state_dict_mismatch(model_state: dict, checkpoint_state: dict) -> Dict[str, List[str]]:
+    """The keys a checkpoint lacks, the keys the model lacks and the keys whose
+    shapes differ, by kind (empty when the checkpoint fits the model)."""
     ckpt = {k[len('module.'):] if k.startswith('module.') else k: v
             for k, v in checkpoint_state.items()}
-    missing = sorted(set(model_state) - set(ckpt))
-    unexpected = sorted(set(ckpt) - set(model_state))
-    shapes = sorted(k for k in set(model_state) & set(ckpt)
-                    if hasattr(ckpt[k], 'shape')
-                    and tuple(ckpt[k].shape) != tuple(model_state[k].shape))
-    lines = [f'  in the model, not in the checkpoint: {k}' for k in missing]
-    lines += [f'  in the checkpoint, not in the model: {k}' for k in unexpected]
-    lines += [f'  shape {tuple(ckpt[k].shape)} in the checkpoint, '
-              f'{tuple(model_state[k].shape)} in the model: {k}' for k in shapes]
-    return lines
+    shapes = [f'{k}: {tuple(ckpt[k].shape)} in the checkpoint, {tuple(model_state[k].shape)} '
+              'in the model' for k in sorted(set(model_state) & set(ckpt))
+              if hasattr(ckpt[k], 'shape') and tuple(ckpt[k].shape) != tuple(model_state[k].shape)]
+    found = {'in the model, not in the checkpoint': sorted(set(model_state) - set(ckpt)),
+             'in the checkpoint, not in the model': sorted(set(ckpt) - set(model_state)),
+             'with another shape': shapes}
+    return {kind: keys for kind, keys in found.items() if keys}
+
+
+def describe_mismatch(mismatch: Dict[str, List[str]], shown: int = 10) -> str:
+    """A few keys of each kind of :func:`state_dict_mismatch`, one per line."""
+    lines = []
+    for kind, keys in mismatch.items():
+        lines.append(f'{len(keys)} {"key" if len(keys) == 1 else "keys"} {kind}:')
+        lines += [f'    {k}' for k in keys[:shown]]
+        if len(keys) > shown:
+            lines.append(f'    ... and {len(keys) - shown} more')
+    return '\n'.join(lines)

@@ -34,9 +34,9 @@ from mmengine.registry import HOOKS
 from mmengine.runner import BaseLoop, EpochBasedTrainLoop
 
 from ..utils.dist import all_gather_object, any_rank, barrier, broadcast_object, get_rank
-from .checkpoint_io import (checkpoint_problem, first_readable, publish, remove_stale_temporaries,
-                            resume_candidates, state_dict_mismatch, temporary_name,
-                            write_text_atomic)
+from .checkpoint_io import (checkpoint_problem, describe_mismatch, first_readable, publish,
+                            remove_stale_temporaries, resume_candidates, state_dict_mismatch,
+                            temporary_name, write_text_atomic)
 from .train_state import ResumableLoader, get_rng_state, set_rng_state
 
 EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL: stopped on request, run again to continue
@@ -103,15 +103,12 @@ class PreemptibleCheckpointHook(CheckpointHook):
         if not getattr(runner, '_resume', False):
             return  # load_from (fine-tuning) keeps mmengine's lenient loading
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        problems = state_dict_mismatch(model.state_dict(), checkpoint.get('state_dict', {}))
-        if problems:
-            shown = problems[:40] + ([f'  ... and {len(problems) - 40} more']
-                                     if len(problems) > 40 else [])
+        mismatch = state_dict_mismatch(model.state_dict(), checkpoint.get('state_dict', {}))
+        if mismatch:
             raise RuntimeError(
-                f'the checkpoint {runner._load_from} does not fit the model of this config '
-                f'({len(problems)} mismatching keys):\n' + '\n'.join(shown) +
-                '\nResume with the config it was trained with, or start a new run that '
-                'loads its weights with load_from=CHECKPOINT.')
+                f'the checkpoint {runner._load_from} does not fit the model of this config:\n'
+                f'{describe_mismatch(mismatch)}\nResume with the config it was trained with, '
+                'or start a new run that loads its weights with load_from=CHECKPOINT.')
         self._resume_state = checkpoint.get('train_state')
 
     def before_train(self, runner) -> None:

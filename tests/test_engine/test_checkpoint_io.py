@@ -3,14 +3,16 @@ checkpoint, the weights-fit check, and the loader that continues an epoch."""
 import os
 import os.path as osp
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bhcl.engine.checkpoint_io import (checkpoint_problem, first_readable, publish,
-                                       remove_stale_temporaries, resume_candidates,
+from bhcl.engine import PreemptibleCheckpointHook
+from bhcl.engine.checkpoint_io import (checkpoint_problem, describe_mismatch, first_readable,
+                                       publish, remove_stale_temporaries, resume_candidates,
                                        state_dict_mismatch, temporary_name, write_text_atomic)
 from bhcl.engine.train_state import ResumableLoader, get_rng_state, set_rng_state
 
@@ -70,12 +72,35 @@ def test_resume_candidates_newest_first_then_fallback(tmp_path):
 def test_state_dict_mismatch_lists_every_key():
     model = {'a': torch.zeros(2), 'b': torch.zeros(3), 'c': torch.zeros(1)}
     assert state_dict_mismatch(model, {'module.a': torch.ones(2), 'b': torch.ones(3),
-                                       'c': torch.ones(1)}) == []
-    lines = state_dict_mismatch(model, {'a': torch.ones(2), 'b': torch.ones(4),
+                                       'c': torch.ones(1)}) == {}
+    found = state_dict_mismatch(model, {'a': torch.ones(2), 'b': torch.ones(4),
                                         'd': torch.ones(1)})
-    assert lines == ['  in the model, not in the checkpoint: c',
-                     '  in the checkpoint, not in the model: d',
-                     '  shape (4,) in the checkpoint, (3,) in the model: b']
+    assert found == {'in the model, not in the checkpoint': ['c'],
+                     'in the checkpoint, not in the model': ['d'],
+                     'with another shape': ['b: (4,) in the checkpoint, (3,) in the model']}
+    many = describe_mismatch({'in the model, not in the checkpoint': list('abcdef')}, shown=2)
+    assert many.split('\n') == ['6 keys in the model, not in the checkpoint:', '    a', '    b',
+                                '    ... and 4 more']
+
+
+def test_hook_refuses_to_resume_from_a_checkpoint_that_does_not_fit():
+    hook = PreemptibleCheckpointHook(interval=1)
+    runner = SimpleNamespace(_resume=True, _load_from='work/iter_4.pth',
+                             model=torch.nn.Sequential(torch.nn.Linear(2, 3)))
+    fitting = {'state_dict': {'0.weight': torch.ones(3, 2), '0.bias': torch.ones(3)},
+               'train_state': {'position': 1}}
+    hook.after_load_checkpoint(runner, fitting)
+    assert hook._resume_state == {'position': 1}
+    other = {'state_dict': {'0.weight': torch.ones(4, 2), 'extra': torch.ones(1)}}
+    with pytest.raises(RuntimeError) as error:
+        hook.after_load_checkpoint(runner, other)
+    assert str(error.value).split('\n')[:7] == [
+        'the checkpoint work/iter_4.pth does not fit the model of this config:',
+        '1 key in the model, not in the checkpoint:', '    0.bias',
+        '1 key in the checkpoint, not in the model:', '    extra',
+        '1 key with another shape:', '    0.weight: (4, 2) in the checkpoint, (3, 2) in the model']
+    runner._resume = False  # load_from (fine-tuning) stays lenient
+    hook.after_load_checkpoint(runner, other)
 
 
 def test_rng_state_round_trip():

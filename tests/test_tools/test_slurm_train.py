@@ -12,12 +12,13 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 FAKES = {
-    'sbatch': 'printf "%s\\n" "$@" > "$LOG/sbatch_args"\ncat > "$LOG/job.sh"\n'
-              'echo "Submitted batch job 42"\n',
+    'sbatch': 'printf "%s\\n" "$@" > "$LOG/sbatch_args"\n'
+              'cat > "$LOG/job.sh"\necho "Submitted batch job 42"\n',
     # a training stand-in: exits 75 on SIGUSR1 (as tools/train.py does), else $TRAIN_STATUS
     'srun': 'printf "%s\\n" "$@" > "$LOG/srun_args"\n'
             'trap \'echo usr1 >> "$LOG/srun_signals"; exit 75\' USR1\n'
-            'for _ in $(seq "${TRAIN_TICKS:-200}"); do sleep 0.05; done\nexit "${TRAIN_STATUS:-0}"\n',
+            'for _ in $(seq "${TRAIN_TICKS:-200}"); do sleep 0.05; done\n'
+            'exit "${TRAIN_STATUS:-0}"\n',
     'scontrol': 'printf "%s\\n" "$@" > "$LOG/scontrol_args"\n',
 }
 
