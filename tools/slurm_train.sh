@@ -54,17 +54,18 @@ sbatch -p "$PARTITION" \
 set -uo pipefail
 export PYTHONPATH="$ROOT:\${PYTHONPATH:-}"
 echo "[slurm_train] job \$SLURM_JOB_ID start \${SLURM_RESTART_COUNT:-0} on \$(hostname) at \$(date)"
-srun --kill-on-bad-exit=1 $SRUN_ARGS $TRAIN &
-TRAIN_PID=\$!
+TRAIN_PID=""
 ASKED=0
 on_usr1() {
     ASKED=1
     echo "[slurm_train] time limit near: asking training to checkpoint and stop"
-    kill -USR1 "\$TRAIN_PID"
+    if [ -n "\$TRAIN_PID" ]; then kill -USR1 "\$TRAIN_PID"; fi
 }
 trap on_usr1 USR1
 # scancel and preemption signal the tasks themselves; wait for their checkpoint
 trap 'echo "[slurm_train] SIGTERM: waiting for training to checkpoint and stop"' TERM
+srun --kill-on-bad-exit=1 $SRUN_ARGS $TRAIN &
+TRAIN_PID=\$!
 while true; do
     wait \$TRAIN_PID
     STATUS=\$?

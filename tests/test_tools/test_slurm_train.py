@@ -15,8 +15,8 @@ FAKES = {
     'sbatch': 'printf "%s\\n" "$@" > "$LOG/sbatch_args"\n'
               'cat > "$LOG/job.sh"\necho "Submitted batch job 42"\n',
     # a training stand-in: exits 75 on SIGUSR1 (as tools/train.py does), else $TRAIN_STATUS
-    'srun': 'printf "%s\\n" "$@" > "$LOG/srun_args"\n'
-            'trap \'echo usr1 >> "$LOG/srun_signals"; exit 75\' USR1\n'
+    'srun': 'trap \'echo usr1 >> "$LOG/srun_signals"; exit 75\' USR1\n'
+            'printf "%s\\n" "$@" > "$LOG/srun_args"\n'
             'for _ in $(seq "${TRAIN_TICKS:-200}"); do sleep 0.05; done\n'
             'exit "${TRAIN_STATUS:-0}"\n',
     'scontrol': 'printf "%s\\n" "$@" > "$LOG/scontrol_args"\n',
