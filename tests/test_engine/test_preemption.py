@@ -128,3 +128,50 @@ def test_sigterm_sigusr1_and_a_truncated_checkpoint(tiny_synthetic, straight, tm
     assert f'cannot resume from {newest}: not a complete checkpoint' in out
     assert 'resuming epoch 2 after batch 2/4' in out
     assert max_difference(load(straight), load(work_dir)) == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('num_workers, start', [(0, 5), (2, 3)])
+def test_resume_from_a_mid_epoch_checkpoint_is_bit_exact(tiny_synthetic, straight, tmp_path,
+                                                         num_workers, start):
+    """``--resume iter_N.pth`` (inside an epoch) continues as the straight run did;
+    with data workers, whose streams depend on which of them loaded which batch."""
+    reference = straight
+    if num_workers:
+        reference = tmp_path / 'straight'
+        train(tiny_synthetic, reference, num_workers=num_workers, keep=-1)
+    resumed = tmp_path / 'resumed'
+    out = train(tiny_synthetic, resumed, num_workers=num_workers,
+                resume=str(reference / f'iter_{start}.pth'))
+    position = start % ITERS_PER_EPOCH
+    assert f'after batch {position}/{ITERS_PER_EPOCH}' in out
+    assert max_difference(load(reference), load(resumed)) == 0.0
+
+
+def _dist_train(data_root, work_dir, config=BHCL_SMOKE_CONFIG, resume=False, expect=0):
+    opts = _options(data_root, batch_size=2)  # per process: 2 iterations of 2 x 2 views
+    cmd = ['bash', osp.join(REPO_ROOT, 'tools', 'dist_train.sh'), config, '2',
+           '--work-dir', str(work_dir), '--cfg-options'] + [f'{k}={v}' for k, v in opts.items()]
+    if resume:
+        cmd.append('--resume')
+    env = dict(os.environ, OMP_NUM_THREADS='1', PORT=str(_free_port()))
+    proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=900)
+    out = proc.stdout + proc.stderr
+    assert (proc.returncode == 0) == (expect == 0), f'exit status {proc.returncode}\n' + out[-4000:]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_sigusr1_to_one_rank_stops_both_and_resume_is_bit_exact(tiny_synthetic, tmp_path):
+    """Two gloo processes; rank 1 alone gets SIGUSR1 during iteration 3 (the
+    first of epoch 2): both save at its end and stop; --resume finishes the run."""
+    straight_dir, stopped = tmp_path / 'straight', tmp_path / 'stopped'
+    _dist_train(tiny_synthetic, straight_dir)
+    config = _config(tmp_path, 'usr1_rank1', dict(at=3, sig='SIGUSR1', when='before', rank=1))
+    out = _dist_train(tiny_synthetic, stopped, config, expect=EXIT_PREEMPTED)
+    assert 'a signal to another rank: stopped after iteration 3' in out
+    assert 'exitcode  : 75' in out  # torchrun's report of each process
+    _dist_train(tiny_synthetic, stopped, resume=True)
+    assert max_difference(load(straight_dir, 4), load(stopped, 4)) == 0.0
