@@ -15,7 +15,9 @@ every bhcl config selects it), it adds:
   the model is refused with the mismatching keys listed;
 * **signals**: SIGTERM or SIGUSR1 make training save a checkpoint at the next
   iteration boundary and exit with status ``EXIT_PREEMPTED`` (75); a second
-  signal stops the process the usual way.
+  signal stops the process the usual way. Data workers started by ``fork``
+  inherit the handler and so survive the first signal too (Slurm signals
+  every process of a job step, workers included).
 """
 from __future__ import annotations
 
