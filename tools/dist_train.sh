@@ -10,6 +10,9 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# torchrun passes these signals on to the training processes (SIGTERM/SIGUSR1:
+# checkpoint at the next iteration and stop, docs/get_started.md)
+export PET_SIGNALS_TO_HANDLE=${PET_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1}
 
 PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
 python -m torch.distributed.run \

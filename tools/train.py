@@ -5,6 +5,7 @@
     bash tools/dist_train.sh CONFIG NUM_PROCS [args...]
 """
 import argparse
+import sys
 
 from mmengine.config import Config
 from mmengine.logging import print_log
@@ -12,6 +13,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import bhcl  # noqa: F401  (registers bhcl modules)
+from bhcl.engine import Preempted
 from bhcl.utils.config_check import amp_device_problem
 from bhcl.utils.setup_env import (finish_distributed, init_cpu_distributed, parse_common_args,
                                    setup_cfg)
@@ -52,9 +54,15 @@ def main(argv=None):
     cfg = build_cfg(args)
     init_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    runner.train()
+    status = 0
+    try:
+        runner.train()
+    except Preempted as stop:  # a signal asked for a checkpoint and a stop
+        status = stop.code
     del runner  # (its DDP reducer holds gloo work objects)
     finish_distributed()
+    if status:
+        sys.exit(status)
 
 
 if __name__ == '__main__':

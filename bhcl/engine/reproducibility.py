@@ -21,9 +21,10 @@ What this does not cover, and says so at run time:
 * ``persistent_workers=True`` keeps workers, and their streams, across epochs;
   a resumed run restarts them at another epoch. The hook warns.
 * A checkpoint written in the middle of an epoch (``by_epoch=False``
-  checkpointing) resumes at an epoch boundary's random state replayed from
-  the start of the epoch, not at the iteration's: only epoch boundaries are
-  exact.
+  checkpointing) needs the data position and the random state of that
+  iteration as well: ``PreemptibleCheckpointHook`` (the default checkpoint
+  hook of bhcl configs) stores and restores them; mmengine's own
+  ``CheckpointHook`` restarts the epoch from its first batch.
 * Non-deterministic kernels (CUDA atomics in deformable attention, scatter)
   differ from run to run whatever the seeds; see docs/get_started.md.
 """

@@ -100,3 +100,43 @@ def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
     if is_distributed():
         dist.broadcast(tensor, src=src)
     return tensor
+
+
+def _collective_device() -> torch.device:
+    # NCCL moves CUDA tensors only; gloo moves CPU tensors
+    if dist.get_backend() == 'nccl':
+        return torch.device('cuda', torch.cuda.current_device())
+    return torch.device('cpu')
+
+
+def any_rank(flag: bool) -> bool:
+    """``flag`` or'ed over all ranks (the same answer on every rank)."""
+    if not is_distributed():
+        return bool(flag)
+    value = torch.tensor([int(bool(flag))], device=_collective_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def all_gather_object(obj) -> list:
+    """A picklable object from every rank, in rank order (``[obj]`` alone)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s copy of a picklable object, on every rank."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op without a process group)."""
+    if is_distributed():
+        dist.barrier()

@@ -13,3 +13,9 @@ vis_backends = [
 ]
 visualizer = dict(
     type='HierarchicalLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+
+# mmengine's CheckpointHook, made safe for preemption: atomic checkpoint files,
+# `--resume` skips unreadable ones, SIGTERM/SIGUSR1 save and exit with status 75,
+# and checkpoints saved every N iterations (by_epoch=False, interval=N) resume
+# bit-exactly inside an epoch (docs/get_started.md, "Preemption and requeue").
+default_hooks = dict(checkpoint=dict(type='PreemptibleCheckpointHook'))

@@ -19,6 +19,8 @@ default_scope = 'mmpretrain'
 # bhcl's EpochSeedHook / epoch_worker_init: exact resume (docs/get_started.md)
 custom_imports = dict(imports=['bhcl'], allow_failed_imports=False)
 custom_hooks = [dict(type='EpochSeedHook')]
+# atomic checkpoints, exact mid-epoch resume, SIGTERM/SIGUSR1 save and stop
+default_hooks = dict(checkpoint=dict(type='PreemptibleCheckpointHook'))
 
 crop_size = 224
 view_pipeline = [

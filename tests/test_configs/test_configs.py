@@ -56,12 +56,14 @@ def test_model_builds(path):
 @pytest.mark.parametrize('path', MODEL_CONFIGS, ids=rel)
 def test_training_configs_resume_exactly(path):
     """Every training config re-seeds per epoch and seeds its workers from it
-    (EpochSeedHook, epoch_worker_init, no persistent training workers)."""
+    (EpochSeedHook, epoch_worker_init, no persistent training workers), and
+    checkpoints with the data position and random state (PreemptibleCheckpointHook)."""
     from mmengine.config import Config
     cfg = Config.fromfile(path)
     if 'train_dataloader' not in cfg:
         return
     assert 'EpochSeedHook' in [h['type'] for h in cfg.get('custom_hooks', [])]
+    assert cfg.default_hooks.checkpoint.type == 'PreemptibleCheckpointHook'
     loader = cfg.train_dataloader
     assert loader.get('worker_init_fn', {}).get('type') == 'epoch_worker_init'
     assert not (loader.get('num_workers', 0) and loader.get('persistent_workers', False))
