@@ -41,7 +41,9 @@ For each row the script prints the mean over seeds, the sample standard
 deviation and a 95% Student-t interval of the mean, for leaf mAP / AP50,
 per-level AP50 and head / tail AP50, plus the bootstrap standard error of one
 run's tail AP50 over the validation images (the test-set part of the noise).
-It writes ``results.json``, ``results.md`` and ``ablation.png`` to
+Rows are compared with ``--reference`` seed by seed (paired-t 95% intervals of
+the differences and the design's minimal detectable effect,
+``bhcl/utils/stats.py``), and every pair of rows by Welch's test. It writes ``results.json``, ``results.md`` and ``ablation.png`` to
 ``--out-dir``. ``--jobs 2`` runs two trainings at once with one thread each.
 """
 import argparse
@@ -108,9 +110,6 @@ OPTIONAL = ('+decoupling, SimCLR backbone', '+decoupling, MutDet init',
 COLUMNS = [('leaf_mAP', 'leaf mAP'), ('leaf_AP50', 'leaf AP50'), ('lv0_AP50', 'lv0 AP50'),
            ('lv1_AP50', 'lv1 AP50'), ('lv2_AP50', 'lv2 AP50'), ('head_AP50', 'head AP50'),
            ('tail_AP50', 'tail AP50')]
-# two-sided 95% Student-t quantiles by degrees of freedom
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-       9: 2.262, 10: 2.228}
 
 
 def bench_dataset(work_dir):
@@ -381,11 +380,9 @@ def run_all(args, data_root, groups, num_train):
 
 def summarise(values):
     """(mean, sample sd, half-width of the 95% t interval) of a list."""
-    n = len(values)
-    mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if n > 1 else float('nan')
-    half = T95.get(n - 1, 1.96) * sd / math.sqrt(n) if n > 1 else float('nan')
-    return mean, sd, half
+    from bhcl.utils.stats import t_interval
+    out = t_interval(values)
+    return out['mean'], out['sd'], out['half']
 
 
 def table(results, args, meta, groups):
@@ -415,27 +412,63 @@ def table(results, args, meta, groups):
         lines.append(f'| {variant} | {len(runs)} | ' + ' | '.join(row) +
                      f' | {se:.3f} | {secs:.0f} |')
     lines += ['', f"head leaves: {', '.join(groups['head'])}; tail leaves: "
-              f"{', '.join(groups['tail'])}", '',
-              'Pairs whose 95% intervals do not overlap (every other pair overlaps on every '
-              'column):', '']
-    lines += separated_pairs(summary) or ['(none)']
+              f"{', '.join(groups['tail'])}", '']
+    reference = getattr(args, 'reference', None)
+    if reference in results:
+        lines += paired_lines(results, reference)
+    lines += ["Pairs of rows that differ by Welch's unequal-variance t test (two-sided "
+              'p < 0.05, runs taken as independent; no correction for the many pairs):', '']
+    lines += welch_pairs(results) or ['(none)']
     return '\n'.join(lines), summary
 
 
-def separated_pairs(summary):
-    """One line per pair of rows with the columns where one row's 95% interval lies
-    wholly above the other's (rows with a single seed have no interval and are skipped)."""
+def _column(runs, key, seeds=None):
+    seeds = sorted(runs) if seeds is None else seeds
+    return [runs[s]['metrics'][key] for s in seeds]
+
+
+def paired_lines(results, reference):
+    """Per-seed paired differences of every row against ``reference`` (the seeds both
+    ran): mean difference with its paired-t 95% interval, and the minimal
+    detectable effect of the design (alpha 0.05, power 0.8) from the sd of the
+    differences."""
+    from bhcl.utils.stats import paired_difference, paired_mde
+    lines = [f'Paired differences against {reference!r} (row - reference, by seed; '
+             'mean [95% paired-t interval], MDE = minimal detectable effect at alpha 0.05, '
+             'power 0.8):', '',
+             '| row | seeds | ' + ' | '.join(c for _, c in COLUMNS) + ' |',
+             '|---' * (len(COLUMNS) + 2) + '|']
+    ref = results[reference]
+    for variant, runs in results.items():
+        seeds = sorted(set(runs) & set(ref))
+        if variant == reference or len(seeds) < 2:
+            continue
+        cells = []
+        for key, _ in COLUMNS:
+            d = paired_difference(_column(runs, key, seeds), _column(ref, key, seeds))
+            mde = paired_mde(len(seeds), d['sd']) if d['sd'] > 0 else 0.0
+            cells.append(f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] "
+                         f'(MDE {mde:.3f})')
+        lines.append(f'| {variant} | {len(seeds)} | ' + ' | '.join(cells) + ' |')
+    return lines + ['']
+
+
+def welch_pairs(results, alpha=0.05):
+    """One line per pair of rows with the columns where Welch's test rejects equal
+    means at ``alpha`` (rows with fewer than 2 seeds are skipped)."""
+    from bhcl.utils.stats import welch_test
     out = []
-    names = [v for v in summary if summary[v].get('n', 0) > 1]
+    names = [v for v in results if len(results[v]) > 1]
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             cols = []
             for key, label in COLUMNS:
-                sa, sb = summary[a][key], summary[b][key]
-                if sa['mean'] - sa['ci95'] > sb['mean'] + sb['ci95']:
-                    cols.append(f'{label} >')
-                elif sb['mean'] - sb['ci95'] > sa['mean'] + sa['ci95']:
-                    cols.append(f'{label} <')
+                xa, xb = _column(results[a], key), _column(results[b], key)
+                if statistics.pvariance(xa) + statistics.pvariance(xb) == 0:
+                    continue
+                w = welch_test(xa, xb)
+                if w['p'] < alpha:
+                    cols.append(f"{label} {'>' if w['diff'] > 0 else '<'} (p = {w['p']:.3f})")
             if cols:
                 out.append(f'- {a} vs {b}: ' + ', '.join(cols))
     return out
@@ -494,6 +527,8 @@ def main(argv=None):
     parser.add_argument('--rerun', action='store_true', help='ignore finished runs')
     parser.add_argument('--report', action='store_true',
                         help='summarise the finished runs only (launch nothing)')
+    parser.add_argument('--reference', default='+decoupling',
+                        help='row the others are compared with, seed by seed (paired t)')
     parser.add_argument('--reuse', default=None,
                         help='results.json of an earlier invocation: its runs with the same '
                         'settings are not run again (continue an ablation on another day)')

@@ -48,7 +48,9 @@ def test_summary_is_mean_sample_sd_and_student_t_interval():
     mean, sd, half = abl.summarise([0.1, 0.2, 0.3])
     assert mean == pytest.approx(0.2)
     assert sd == pytest.approx(0.1)
-    assert half == pytest.approx(4.303 * 0.1 / 3 ** 0.5)
+    assert half == pytest.approx(4.303 * 0.1 / 3 ** 0.5, abs=1e-4)   # t, 2 df
+    _, sd, half = abl.summarise(list(range(40)))
+    assert half / (sd / 40 ** 0.5) == pytest.approx(2.0227, abs=1e-4)   # t, 39 df: not 1.96
 
 
 def test_simclr_row_needs_its_backbone_file_and_keys_reuse_on_it(tmp_path, capsys):
@@ -89,17 +91,38 @@ def test_label_fraction_and_mutdet_rows_train_on_fewer_images_for_the_same_itera
     assert done['+decoupling, MutDet init, 10% labels'] == (800, 40, 80, str(init))
 
 
-def test_separated_pairs_lists_only_non_overlapping_intervals():
-    abl = _ablation()
-    cols = [k for k, _ in abl.COLUMNS]
+def _runs(values):
+    """``{seed: result}`` with every column equal to ``values[seed]``."""
+    return {s: dict(metrics=dict.fromkeys((k for k, _ in _ablation().COLUMNS), v))
+            for s, v in enumerate(values)}
 
-    def row(mean, half, n=3):
-        return dict({k: dict(mean=mean, sd=0.0, ci95=half) for k in cols}, n=n)
-    summary = {'a': row(0.5, 0.05), 'b': row(0.3, 0.05), 'c': row(0.42, 0.05),
-               'd': row(0.9, float('nan'), n=1)}
-    lines = abl.separated_pairs(summary)
-    assert lines == ['- a vs b: ' + ', '.join(f'{label} >' for _, label in abl.COLUMNS),
-                     '- b vs c: ' + ', '.join(f'{label} <' for _, label in abl.COLUMNS)]
+
+def test_welch_pairs_lists_the_pairs_welch_rejects():
+    abl = _ablation()
+    results = {'a': _runs([0.50, 0.52, 0.48]), 'b': _runs([0.30, 0.33, 0.29]),
+               'c': _runs([0.47, 0.53, 0.41]), 'd': _runs([0.9])}
+    lines = abl.welch_pairs(results)
+    # a vs c overlap; d has one seed; b lies below both
+    assert [line.split(':')[0] for line in lines] == ['- a vs b', '- b vs c']
+    from scipy import stats
+    p = stats.ttest_ind([0.50, 0.52, 0.48], [0.30, 0.33, 0.29], equal_var=False).pvalue
+    assert f'leaf mAP > (p = {p:.3f})' in lines[0]
+    assert 'leaf mAP < (p = ' in lines[1]
+
+
+def test_paired_lines_use_paired_t_on_the_common_seeds():
+    abl = _ablation()
+    ref = [0.40, 0.50, 0.60, 0.45]
+    results = {'+decoupling': _runs(ref), 'x': _runs([r + d for r, d in
+                                                       zip(ref, [0.02, 0.01, 0.03, 0.02])])}
+    del results['x'][3]   # seed 3 missing in x: three pairs
+    lines = abl.paired_lines(results, '+decoupling')
+    row = next(line for line in lines if line.startswith('| x |'))
+    from bhcl.utils.stats import paired_difference, paired_mde
+    d = paired_difference([0.42, 0.51, 0.63], ref[:3])
+    assert row.startswith('| x | 3 | ')
+    assert f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] " \
+           f"(MDE {paired_mde(3, d['sd']):.3f})" in row
 
 
 def test_every_row_prepares_a_four_crop_run_with_the_same_iterations(tmp_path):
