@@ -44,7 +44,8 @@ run's tail AP50 over the validation images (the test-set part of the noise).
 Rows are compared with ``--reference`` seed by seed (paired-t 95% intervals of
 the differences and the design's minimal detectable effect,
 ``bhcl/utils/stats.py``), and every pair of rows by Welch's test. It writes
-``results.json``, ``results.md`` and ``ablation.png`` to ``--out-dir``. ``--jobs 2`` runs two trainings at once with one thread each.
+``results.json``, ``results.md`` and ``ablation.png`` to ``--out-dir``.
+``--jobs 2`` runs two trainings at once with one thread each.
 """
 import argparse
 import json
