@@ -246,13 +246,16 @@ def _draw_body(img: np.ndarray, parts: List[np.ndarray], rbox, colour, texture: 
     x1, y1 = np.minimum(np.ceil(allp.max(0)).astype(int) + 2, size)
     if x1 <= x0 or y1 <= y0:
         return
-    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    for p in polys:
-        cv2.fillPoly(mask, [np.round((p - [x0, y0]) * 16).astype(np.int32)], 1, shift=4)
+    # parts after the first (cab, wings, tail) a shade darker: the front stays
+    # visible, so that bow and stern accents differ under a 180-degree turn
+    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    for i, p in enumerate(polys):
+        cv2.fillPoly(mask, [np.round((p - [x0, y0]) * 16).astype(np.int32)],
+                     1.0 if i == 0 else 0.8, shift=4)
     ys, xs = np.nonzero(mask)
     dx, dy = xs + x0 + 0.5 - cx, ys + y0 + 0.5 - cy
     u, v = dx * np.cos(t) + dy * np.sin(t), -dx * np.sin(t) + dy * np.cos(t)
-    shade = np.where(_texture(texture, u, v), 0.5, 1.0) if texture else np.ones(len(u))
+    shade = mask[ys, xs] * (np.where(_texture(texture, u, v), 0.5, 1.0) if texture else 1.0)
     img[ys + y0, xs + x0] = np.clip(np.asarray(colour)[None] * shade[:, None], 0, 255)
 
 

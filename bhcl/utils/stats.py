@@ -87,7 +87,9 @@ def paired_power(effect: float, n: int, sd: float, alpha: float = 0.05) -> float
         raise ValueError(f'need n >= 2 and sd > 0, got n={n}, sd={sd}')
     df, nc = n - 1, effect * math.sqrt(n) / sd
     crit = sps.t.ppf(1 - alpha / 2, df)
-    return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+    # P(T > crit) + P(T < -crit); the second as sf(crit) at -nc, which scipy keeps
+    # finite far in the tail where nct.cdf(-crit, nc) returns NaN
+    return float(sps.nct.sf(crit, df, nc) + sps.nct.sf(crit, df, -nc))
 
 
 def paired_mde(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:

@@ -73,3 +73,11 @@ def test_mde_has_the_asked_power_by_simulation():
     assert paired_mde(40, sd) < mde and paired_mde(n, 2 * sd) == pytest.approx(2 * mde)
     with pytest.raises(ValueError, match='alpha'):
         paired_mde(n, sd, alpha=0.9, power=0.8)
+
+
+def test_mde_with_few_seeds_stays_finite():
+    """df = 1 or 2: the noncentral t tail that scipy's cdf returns as NaN."""
+    for n in (2, 3):
+        mde = paired_mde(n, 0.0238)
+        assert math.isfinite(mde) and paired_power(mde, n, 0.0238) == pytest.approx(0.8)
+    assert paired_mde(2, 0.0238) > paired_mde(3, 0.0238) > paired_mde(4, 0.0238)
