@@ -86,9 +86,9 @@ class SyntheticConfig:
             # a task where the hierarchy matters (tree:
             # configs/_base_/datasets/synthetic_hierarchical_label_tree.py): node-specific
             # cues, exact leaf counts 500 .. 5 (head/tail 100x, the least frequent
-            # third of 24 leaves has 5-20 training objects), ~3.5 objects per image,
+            # third of 24 leaves has 5-20 training objects), ~3.7 objects per image,
             # 1200 balanced validation images (~170 objects per leaf)
-            'hierarchical': dict(num_train=850, num_val=1200, img_size=128, min_objects=2,
+            'hierarchical': dict(num_train=800, num_val=1200, img_size=128, min_objects=2,
                                  max_objects=5, min_length=32.0, max_length=56.0,
                                  border_ratio=0.05, val_balanced=True, cues='node',
                                  leaf_counts=(500, 5)),

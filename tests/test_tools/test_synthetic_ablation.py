@@ -169,3 +169,89 @@ def test_report_takes_reused_runs_and_keys_file_rows_on_the_recorded_file(tmp_pa
     assert simclr not in abl.finished_runs(Args)
     other.write_bytes(b'0' * 10)
     assert abl.finished_runs(Args)[simclr][0]['at'] == 'reuse'
+
+
+def _prepared(abl, name, tmp_path, iters=800, num_train=800, label_tree=None):
+    config, overrides, options = abl.row(name)
+    return abl.prepare_config(osp.join(abl.CFG_DIR, config), overrides, str(tmp_path),
+                              str(tmp_path), 0, dict(head=[], tail=[]), iters, num_train, 0,
+                              128, 1e-3, {}, options, label_tree)[0]
+
+
+def test_warmup_rescaled_for_both_detectors_through_one_path(tmp_path):
+    """RHINO keeps its loss under bbox_head; its BHCL warm-up keeps its 1/12 share too."""
+    abl = _ablation()
+    shares = {}
+    for name in ('+decoupling+BHCL', 'RHINO +decoupling+BHCL', '+decoupling+BHCL, one view',
+                 'RHINO +decoupling+BHCL, one view'):
+        cfg = _prepared(abl, name, tmp_path, iters=960, num_train=80)
+        (loss,) = abl.loss_hcl_cfgs(cfg.model)
+        shares[name] = (loss['warmup_epochs'], cfg.train_cfg.max_epochs)
+    assert shares['+decoupling+BHCL'] == shares['RHINO +decoupling+BHCL'] == (2, 24)
+    assert shares['+decoupling+BHCL, one view'] == (4, 48)   # 4 images a step: twice the epochs
+    assert shares['RHINO +decoupling+BHCL, one view'] == (4, 48)
+    cfg = _prepared(abl, 'RHINO +decoupling+BHCL', tmp_path)
+    assert cfg.model.bbox_head.loss_hcl.warmup_epochs == 0 and 'loss_hcl' not in cfg.model
+
+
+def test_one_view_rows_use_the_published_switches_on_four_images(tmp_path):
+    abl = _ablation()
+    for name in ('+decoupling+HCL, one view', '+decoupling+BHCL, one view',
+                 'RHINO +decoupling+HCL, one view', 'RHINO +decoupling+BHCL, one view'):
+        cfg = _prepared(abl, name, tmp_path)
+        loader = cfg.train_dataloader
+        assert loader.dataset.type == 'HierarchicalDOTADataset' and loader.batch_size == 4
+        assert 'collate_fn' not in loader
+        (loss,) = abl.loss_hcl_cfgs(cfg.model)
+        assert loss['singleton_negatives'] is False
+        if 'BHCL' in name:
+            assert loss['prototype_scope'] == 'subtree'
+            assert loss['prototype_bank']['hide_unseen'] is False
+        two = _prepared(abl, name.replace(', one view', ''), tmp_path)
+        assert two.train_dataloader.dataset.num_views == 2
+        assert 'singleton_negatives' not in abl.loss_hcl_cfgs(two.model)[0]
+
+
+def test_grid_runs_on_the_hierarchical_tree(tmp_path):
+    abl = _ablation()
+
+    class Args:
+        variants = seeds = task = None
+        grid = True
+    abl.apply_defaults(Args)
+    assert Args.variants == list(abl.GRID) and Args.seeds == list(range(8))
+    assert Args.task == 'hierarchical' and set(abl.GRID) <= set(abl.VARIANTS)
+    tree = abl.task_tree('hierarchical')
+    for name in abl.GRID:
+        cfg = _prepared(abl, name, tmp_path, label_tree=tree)
+        assert cfg.model.label_tree == tree and cfg.test_evaluator['label_tree'] == tree
+        ds = cfg.train_dataloader.dataset
+        assert (ds.dataset if ds.type == 'MultiViewDataset' else ds).label_tree == tree
+        assert cfg.test_dataloader.dataset.label_tree == tree
+    with pytest.raises(ValueError, match='bench task only'):
+        _prepared(abl, 'rotated RetinaNet (reference)', tmp_path, label_tree=tree)
+
+
+@pytest.mark.slow
+def test_a_seed_gives_every_loss_arm_the_same_initial_weights(tmp_path):
+    """Common random numbers: for both detectors the one-view decoupled arm and its
+    HCL arm start from identical weights (the loss is built off the global stream)."""
+    import torch
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import set_random_seed
+    from mmrotate.registry import MODELS
+    abl = _ablation()
+    init_default_scope('mmrotate')
+
+    def weights(name):
+        cfg = _prepared(abl, name, tmp_path)
+        set_random_seed(3)
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        return model.state_dict()
+    for plain, hcl in (('+decoupling', '+decoupling+HCL, one view'),
+                       ('RHINO +decoupling', 'RHINO +decoupling+BHCL, one view')):
+        a, b = weights(plain), weights(hcl)
+        assert set(a) < set(b) and all('loss_hcl' in k for k in set(b) - set(a))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
