@@ -6,8 +6,10 @@ node-specific cues, leaf training counts 500 .. 5) into the 45 tree nodes.
 Three arms share everything but the loss:
 
 * ``CE``: cross-entropy on the node label;
-* ``CE+HCL``: + the ``loss_hcl`` of ``configs/synthetic/hcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py``;
-* ``CE+BHCL``: + the ``loss_hcl`` of ``configs/synthetic/bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py``.
+* ``CE+HCL``: + the ``loss_hcl`` of
+  ``configs/synthetic/hcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py``;
+* ``CE+BHCL``: + the ``loss_hcl`` of
+  ``configs/synthetic/bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py``.
 
 The contrastive losses are the detectors' own modules, built from those configs
 (``HierarchicalContrastiveLoss`` with its projection head; BHCL with the EMA

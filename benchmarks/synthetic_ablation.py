@@ -17,7 +17,16 @@ pre-training checkpoint; docs/pretraining.md).
 
     python benchmarks/synthetic_ablation.py [--seeds 0 1 2] [--jobs 2]
         [--variants baseline ...] [--iters 800] [--lr 1e-3] [--work-dir DIR]
-        [--out-dir DIR] [--reuse RESULTS_JSON]
+        [--out-dir DIR] [--reuse RESULTS_JSON] [--task bench|hierarchical]
+
+The loss study of issue 30 (``--grid``): on the ``hierarchical`` task, views
+{1, 2} x loss {none, HCL, BHCL} on the decoupled OrientedFormer, its
+non-decoupled one-view baseline, and RHINO's one-view none / HCL / BHCL and
+two-view BHCL rows, 8 seeds; each row is compared seed by seed (paired t) with
+the one-view decoupled arm of its detector. Seed s gives the arms of a detector
+the same initial weights and, at the same views, the same batches and crops:
+
+    python benchmarks/synthetic_ablation.py --grid --jobs 2 --work-dir work_dirs/grid
 
 The task is ``SyntheticConfig.preset('bench')``: 800 training images of
 128 x 128 (long-tailed leaves, head/tail training frequency 47x, "Other"
