@@ -608,6 +608,36 @@ def apply_defaults(args):
         args.task = 'hierarchical' if args.grid else 'bench'
 
 
+def plot_paired(results, reference, path):
+    """Paired differences (row - reference, by seed) with 95% paired-t intervals, one
+    series per row; returns False when no row shares 2 seeds with the reference."""
+    from bhcl.utils.stats import paired_difference
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    ref = results[reference]
+    rows = [v for v in results if v != reference and len(set(results[v]) & set(ref)) > 1]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.8 / len(rows)
+    for i, v in enumerate(rows):
+        seeds = sorted(set(results[v]) & set(ref))
+        ds = [paired_difference(_column(results[v], k, seeds), _column(ref, k, seeds))
+              for k, _ in COLUMNS]
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(COLUMNS))]
+        ax.errorbar(xs, [d['mean'] for d in ds], fmt='o', capsize=2, label=f'{v} ({len(seeds)})',
+                    yerr=[[d['mean'] - d['low'] for d in ds], [d['high'] - d['mean'] for d in ds]])
+    ax.axhline(0, color='k', lw=0.8)
+    ax.set_xticks(range(len(COLUMNS)), [label for _, label in COLUMNS])
+    ax.set_ylabel(f'row - {reference} (95% paired-t interval)')
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=None,
@@ -660,6 +690,9 @@ def main(argv=None):
     apply_defaults(args)
     if args.variant:
         return run_one(args)
+    lv3 = ('lv3_AP50', 'lv3 AP50')
+    if args.task == 'hierarchical' and lv3 not in COLUMNS:   # its tree has a 4th level
+        COLUMNS.insert(COLUMNS.index(('lv2_AP50', 'lv2 AP50')) + 1, lv3)
     for dest, what in (('simclr_backbone', 'a backbone exported by '
                         'tools/model_converters/simclr_to_backbone.py'),
                        ('mutdet_init', 'a MutDet checkpoint converted by '
@@ -689,8 +722,17 @@ def main(argv=None):
                   indent=1)
     with open(osp.join(out_dir, 'results.md'), 'w') as f:
         f.write(text + '\n')
-    plot(summary, osp.join(out_dir, 'ablation.png'))
-    print(f'written: results.json, results.md, ablation.png in {out_dir}')
+    if summary:
+        plot(summary, osp.join(out_dir, 'ablation.png'))
+    written = ['results.json', 'results.md'] + (['ablation.png'] if summary else [])
+    for reference in (args.reference, RHINO_REFERENCE):
+        rows = {v: r for v, r in results.items()
+                if v.startswith('RHINO') == reference.startswith('RHINO')}
+        if reference in rows and len(rows) > 1:
+            name = f"paired-{VARIANTS_SLUG.get(reference, 'reference')}.png"
+            if plot_paired(rows, reference, osp.join(out_dir, name)):
+                written.append(name)
+    print(f"written: {', '.join(written)} in {out_dir}")
 
 
 if __name__ == '__main__':

@@ -110,7 +110,7 @@ def test_welch_pairs_lists_the_pairs_welch_rejects():
     assert 'leaf mAP < (p = ' in lines[1]
 
 
-def test_paired_lines_use_paired_t_on_the_common_seeds():
+def test_paired_lines_use_paired_t_on_the_common_seeds(tmp_path):
     abl = _ablation()
     ref = [0.40, 0.50, 0.60, 0.45]
     results = {'+decoupling': _runs(ref), 'x': _runs([r + d for r, d in
@@ -123,6 +123,10 @@ def test_paired_lines_use_paired_t_on_the_common_seeds():
     assert row.startswith('| x | 3 | ')
     assert f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] " \
            f"(MDE {paired_mde(3, d['sd']):.3f})" in row
+    assert abl.plot_paired(results, '+decoupling', str(tmp_path / 'paired.png'))
+    assert (tmp_path / 'paired.png').stat().st_size > 0
+    assert not abl.plot_paired({'+decoupling': _runs(ref), 'y': _runs([0.1])}, '+decoupling',
+                               str(tmp_path / 'none.png'))
 
 
 def test_every_row_prepares_a_four_crop_run_with_the_same_iterations(tmp_path):
