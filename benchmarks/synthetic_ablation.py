@@ -17,7 +17,16 @@ pre-training checkpoint; docs/pretraining.md).
 
     python benchmarks/synthetic_ablation.py [--seeds 0 1 2] [--jobs 2]
         [--variants baseline ...] [--iters 800] [--lr 1e-3] [--work-dir DIR]
-        [--out-dir DIR] [--reuse RESULTS_JSON]
+        [--out-dir DIR] [--reuse RESULTS_JSON] [--task bench|hierarchical]
+
+The loss study of issue 30 (``--grid``): on the ``hierarchical`` task, views
+{1, 2} x loss {none, HCL, BHCL} on the decoupled OrientedFormer, its
+non-decoupled one-view baseline, and RHINO's one-view none / HCL / BHCL and
+two-view BHCL rows, 8 seeds; each row is compared seed by seed (paired t) with
+the one-view decoupled arm of its detector. Seed s gives the arms of a detector
+the same initial weights and, at the same views, the same batches and crops:
+
+    python benchmarks/synthetic_ablation.py --grid --jobs 2 --work-dir work_dirs/grid
 
 The task is ``SyntheticConfig.preset('bench')``: 800 training images of
 128 x 128 (long-tailed leaves, head/tail training frequency 47x, "Other"
@@ -41,8 +50,11 @@ For each row the script prints the mean over seeds, the sample standard
 deviation and a 95% Student-t interval of the mean, for leaf mAP / AP50,
 per-level AP50 and head / tail AP50, plus the bootstrap standard error of one
 run's tail AP50 over the validation images (the test-set part of the noise).
-It writes ``results.json``, ``results.md`` and ``ablation.png`` to
-``--out-dir``. ``--jobs 2`` runs two trainings at once with one thread each.
+Rows are compared with ``--reference`` seed by seed (paired-t 95% intervals of
+the differences and the design's minimal detectable effect,
+``bhcl/utils/stats.py``), and every pair of rows by Welch's test. It writes
+``results.json``, ``results.md`` and ``ablation.png`` to ``--out-dir``.
+``--jobs 2`` runs two trainings at once with one thread each.
 """
 import argparse
 import json
@@ -91,6 +103,15 @@ VARIANTS = {
                                      {'bbox_head.loss_hcl': None}),
     'RHINO +decoupling+HCL': ('hcl-rhino-decoupled_r18_1xb2-12e_synthetic.py', {}),
     'RHINO +decoupling+BHCL': ('bhcl-rhino-decoupled_r18_1xb2-12e_synthetic.py', {}),
+    # one view per image, as the published code trains, with its switches (a class
+    # met once at a level left out of the plain-form denominators; BHCL: subtree
+    # prototypes, bank rows used before their class is seen): 4 images per step
+    '+decoupling+HCL, one view': (HCL, {}, dict(views=1, published_switches=True)),
+    '+decoupling+BHCL, one view': (BHCL, {}, dict(views=1, published_switches=True)),
+    'RHINO +decoupling+HCL, one view': ('hcl-rhino-decoupled_r18_1xb2-12e_synthetic.py', {},
+                                        dict(views=1, published_switches=True)),
+    'RHINO +decoupling+BHCL, one view': ('bhcl-rhino-decoupled_r18_1xb2-12e_synthetic.py', {},
+                                         dict(views=1, published_switches=True)),
     # '+decoupling' fine-tuned from a SimCLR backbone (--simclr-backbone, the
     # output of tools/model_converters/simclr_to_backbone.py): same budget
     '+decoupling, SimCLR backbone': (DECOUPLED, {'backbone.init_cfg': dict(
@@ -102,26 +123,41 @@ VARIANTS = {
     '+decoupling, MutDet init, 10% labels': (
         DECOUPLED, {}, dict(load_from=MUTDET_PLACEHOLDER, train_fraction=0.1)),
 }
-# rows not run unless asked for with --variants
+# The loss study (--grid, issue 30) on the 'hierarchical' task: views {1, 2} x loss
+# {none, HCL, BHCL} on the decoupled OrientedFormer, the non-decoupled one-view
+# baseline, and RHINO's one-view none / HCL / BHCL and two-view BHCL rows; every
+# row is compared seed by seed with the one-view decoupled arm of its detector.
+GRID = ('baseline', '+decoupling', '+decoupling+HCL, one view', '+decoupling+BHCL, one view',
+        '+decoupling, two views', '+decoupling+HCL', '+decoupling+BHCL',
+        'RHINO +decoupling', 'RHINO +decoupling+HCL, one view',
+        'RHINO +decoupling+BHCL, one view', 'RHINO +decoupling+BHCL')
+RHINO_REFERENCE = 'RHINO +decoupling'
+TASKS = {'bench': 'synthetic_label_tree.py', 'hierarchical': 'synthetic_hierarchical_label_tree.py'}
+# rows not run unless asked for with --variants (or --grid)
 OPTIONAL = ('+decoupling, SimCLR backbone', '+decoupling, MutDet init',
-            '+decoupling, 10% labels', '+decoupling, MutDet init, 10% labels')
+            '+decoupling, 10% labels', '+decoupling, MutDet init, 10% labels',
+            '+decoupling+HCL, one view', '+decoupling+BHCL, one view',
+            'RHINO +decoupling+HCL, one view', 'RHINO +decoupling+BHCL, one view')
 COLUMNS = [('leaf_mAP', 'leaf mAP'), ('leaf_AP50', 'leaf AP50'), ('lv0_AP50', 'lv0 AP50'),
            ('lv1_AP50', 'lv1 AP50'), ('lv2_AP50', 'lv2 AP50'), ('head_AP50', 'head AP50'),
            ('tail_AP50', 'tail AP50')]
-# two-sided 95% Student-t quantiles by degrees of freedom
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-       9: 2.262, 10: 2.228}
 
 
-def bench_dataset(work_dir):
-    """Generate (or reuse) the benchmark task; return (data_root, label tree, head/tail groups)."""
+def bench_dataset(work_dir, task='bench'):
+    """Generate (or reuse) the task (``SyntheticConfig.preset(task)`` on its tree);
+    return (data_root, label tree config, head/tail groups, meta)."""
     import bhcl  # noqa: F401
     from bhcl.datasets.synthetic import SyntheticConfig, generate_synthetic_dataset
-    tree = runpy.run_path(osp.join(ROOT, 'configs', '_base_', 'datasets',
-                                   'synthetic_label_tree.py'))['label_tree']
-    data_root = osp.join(work_dir, 'data') + '/'
-    meta = generate_synthetic_dataset(data_root, tree, SyntheticConfig.preset('bench'))
+    tree = task_tree(task)
+    data_root = osp.join(work_dir, 'data' if task == 'bench' else f'data-{task}') + '/'
+    meta = generate_synthetic_dataset(data_root, tree, SyntheticConfig.preset(task))
     return data_root, tree, head_tail_groups(tree, meta['counts']['train']), meta
+
+
+def task_tree(task):
+    """The ``label_tree`` config dict of a task."""
+    path = osp.join(ROOT, 'configs', '_base_', 'datasets', TASKS[task])
+    return runpy.run_path(path)['label_tree']
 
 
 def head_tail_groups(tree_cfg, train_counts):
@@ -178,11 +214,12 @@ def _fill(value, files):
 
 
 def train_and_test(config, overrides, data_root, work_dir, seed, groups, iters, num_train,
-                   bootstrap, img_size, lr=None, files=None, options=None):
+                   bootstrap, img_size, lr=None, files=None, options=None, label_tree=None):
     """Train ``config`` for ``iters`` iterations of 4 crops and evaluate; return metrics."""
     from mmengine.runner import Runner
     cfg, done_iters = prepare_config(config, overrides, data_root, work_dir, seed, groups,
-                                     iters, num_train, bootstrap, img_size, lr, files, options)
+                                     iters, num_train, bootstrap, img_size, lr, files, options,
+                                     label_tree)
     runner = Runner.from_cfg(cfg)
     t0 = time.perf_counter()
     runner.train()
@@ -194,8 +231,8 @@ def train_and_test(config, overrides, data_root, work_dir, seed, groups, iters, 
 
 
 def prepare_config(config, overrides, data_root, work_dir, seed, groups, iters, num_train,
-                   bootstrap, img_size, lr=None, files=None, options=None):
-    """The run's config (overrides, data, schedule, seed) and its iteration count."""
+                   bootstrap, img_size, lr=None, files=None, options=None, label_tree=None):
+    """The run's config (overrides, data, tree, schedule, seed) and its iteration count."""
     from mmengine.config import Config
     cfg = Config.fromfile(config)
     for key, value in overrides.items():
@@ -205,8 +242,17 @@ def prepare_config(config, overrides, data_root, work_dir, seed, groups, iters, 
         cfg.load_from = options['load_from']
     loader = cfg.train_dataloader
     ds = loader.dataset.dataset if loader.dataset.type == 'MultiViewDataset' else loader.dataset
+    if options.get('views') == 1 and loader.dataset.type == 'MultiViewDataset':
+        # the same crops per step from one view of twice as many images
+        loader.batch_size *= loader.dataset.num_views
+        loader.dataset = ds
+        loader.pop('collate_fn', None)
+    if options.get('published_switches'):
+        published_switches(cfg.model)
     views = loader.dataset.get('num_views', 1)
     ds.data_root = cfg.test_dataloader.dataset.data_root = data_root
+    if label_tree is not None:
+        set_label_tree(cfg, label_tree)
     if options.get('train_fraction'):  # the first images of the (shuffled) training set
         num_train = max(1, round(num_train * options['train_fraction']))
         ds.indices = num_train
@@ -227,6 +273,51 @@ def prepare_config(config, overrides, data_root, work_dir, seed, groups, iters, 
     cfg.visualizer.name = f'ablation-{os.getpid()}'
     cfg.work_dir = work_dir
     return cfg, done_iters
+
+
+def loss_hcl_cfgs(model_cfg):
+    """Every ``loss_hcl`` config in a model config, wherever the detector keeps it
+    (OrientedFormer: ``model.loss_hcl``; RHINO: ``model.bbox_head.loss_hcl``)."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == 'loss_hcl' and isinstance(value, dict):
+                    found.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+    walk(model_cfg)
+    return found
+
+
+def published_switches(model_cfg):
+    """The published code's loss behaviour (configs/bhcl): a class met once at a
+    level leaves the plain-form denominators; BHCL counts a node's subtree
+    prototypes as its instances and uses bank rows before their class is seen."""
+    for loss in loss_hcl_cfgs(model_cfg):
+        loss['singleton_negatives'] = False
+        if loss.get('balance'):
+            loss['prototype_scope'] = 'subtree'
+            bank = loss.get('prototype_bank')
+            if bank and bank.get('type') == 'EMAPrototypeBank':
+                bank['hide_unseen'] = False
+
+
+def set_label_tree(cfg, label_tree):
+    """Train and test on another task's tree (model, datasets, evaluator)."""
+    cfg.label_tree = label_tree
+    if 'label_tree' not in cfg.model:
+        raise ValueError('this row\'s model takes no label_tree (rotated RetinaNet); it runs on '
+                         'the bench task only')
+    cfg.model.label_tree = label_tree
+    for loader in (cfg.train_dataloader, cfg.test_dataloader):
+        ds = loader.dataset
+        ds = ds.dataset if ds.type == 'MultiViewDataset' else ds
+        ds.label_tree = label_tree
 
 
 def scale_schedule(cfg, iters, num_train):
@@ -250,9 +341,9 @@ def scale_schedule(cfg, iters, num_train):
             if 'milestones' in sched:
                 sched.milestones = [round(m / cfg.train_cfg.max_epochs * total)
                                     for m in sched.milestones]
-    hcl = cfg.model.get('loss_hcl')
-    if hcl and hcl.get('warmup_epochs'):
-        hcl.warmup_epochs = round(hcl.warmup_epochs * ratio)
+    for hcl in loss_hcl_cfgs(cfg.model):   # both detectors, wherever the loss lives
+        if hcl.get('warmup_epochs'):
+            hcl['warmup_epochs'] = round(hcl['warmup_epochs'] * ratio)
     cfg.train_cfg.max_epochs = epochs
     cfg.train_cfg.val_interval = epochs
     return total
@@ -264,7 +355,8 @@ def run_one(args):
     result = train_and_test(osp.join(CFG_DIR, config), overrides, args.data_root, args.run_dir,
                             args.seed, json.loads(args.groups), args.iters, args.num_train,
                             args.bootstrap, args.img_size, args.lr,
-                            files, options)
+                            files, options,
+                            None if args.task == 'bench' else task_tree(args.task))
     result['settings'] = run_settings(args, args.variant)
     with open(osp.join(args.run_dir, 'result.json'), 'w') as f:
         json.dump(result, f)
@@ -274,6 +366,8 @@ def run_settings(args, variant):
     """What a finished run must share with this invocation to be reused
     (the bootstrap only adds a standard error, it changes no metric)."""
     settings = dict(iters=args.iters, lr=args.lr)
+    if getattr(args, 'task', 'bench') != 'bench':
+        settings['task'] = args.task
     for dest in files_used(variant):  # a file the row reads, by name and size
         path = getattr(args, dest)
         if path is not None:  # (only a --report goes without it)
@@ -300,7 +394,8 @@ def launch(variant, seed, data_root, groups, num_train, args, threads, reuse):
     cmd = [sys.executable, osp.abspath(__file__), '--one', variant, '--seed', str(seed),
            '--data-root', data_root, '--run-dir', run_dir, '--groups', json.dumps(groups),
            '--iters', str(args.iters), '--num-train', str(num_train),
-           '--bootstrap', str(args.bootstrap), '--img-size', str(args.img_size)] + (
+           '--bootstrap', str(args.bootstrap), '--img-size', str(args.img_size),
+           '--task', args.task] + (
                ['--lr', str(args.lr)] if args.lr is not None else []) + (
                ['--simclr-backbone', args.simclr_backbone] if args.simclr_backbone else []) + (
                ['--mutdet-init', args.mutdet_init] if args.mutdet_init else [])
@@ -381,15 +476,14 @@ def run_all(args, data_root, groups, num_train):
 
 def summarise(values):
     """(mean, sample sd, half-width of the 95% t interval) of a list."""
-    n = len(values)
-    mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if n > 1 else float('nan')
-    half = T95.get(n - 1, 1.96) * sd / math.sqrt(n) if n > 1 else float('nan')
-    return mean, sd, half
+    from bhcl.utils.stats import t_interval
+    out = t_interval(values)
+    return out['mean'], out['sd'], out['half']
 
 
 def table(results, args, meta, groups):
-    lines = [f"Synthetic ablation ('bench' task: {meta['settings']['num_train']} train / "
+    task = getattr(args, 'task', 'bench')
+    lines = [f"Synthetic ablation ('{task}' task: {meta['settings']['num_train']} train / "
              f"{meta['settings']['num_val']} balanced val images, "
              f"{meta['settings']['img_size']} px), {args.iters} iterations x 4 crops, "
              f"lr {args.lr}, seeds {args.seeds}. Mean over seeds +- 95% t interval half-width "
@@ -415,27 +509,66 @@ def table(results, args, meta, groups):
         lines.append(f'| {variant} | {len(runs)} | ' + ' | '.join(row) +
                      f' | {se:.3f} | {secs:.0f} |')
     lines += ['', f"head leaves: {', '.join(groups['head'])}; tail leaves: "
-              f"{', '.join(groups['tail'])}", '',
-              'Pairs whose 95% intervals do not overlap (every other pair overlaps on every '
-              'column):', '']
-    lines += separated_pairs(summary) or ['(none)']
+              f"{', '.join(groups['tail'])}", '']
+    reference = getattr(args, 'reference', None)
+    rhino = {v: r for v, r in results.items() if v.startswith('RHINO')}
+    if reference in results:
+        lines += paired_lines({v: r for v, r in results.items() if v not in rhino}, reference)
+    if RHINO_REFERENCE in rhino:   # RHINO rows against RHINO's one-view decoupled arm
+        lines += paired_lines(rhino, RHINO_REFERENCE)
+    lines += ["Pairs of rows that differ by Welch's unequal-variance t test (two-sided "
+              'p < 0.05, runs taken as independent; no correction for the many pairs):', '']
+    lines += welch_pairs(results) or ['(none)']
     return '\n'.join(lines), summary
 
 
-def separated_pairs(summary):
-    """One line per pair of rows with the columns where one row's 95% interval lies
-    wholly above the other's (rows with a single seed have no interval and are skipped)."""
+def _column(runs, key, seeds=None):
+    seeds = sorted(runs) if seeds is None else seeds
+    return [runs[s]['metrics'][key] for s in seeds]
+
+
+def paired_lines(results, reference):
+    """Per-seed paired differences of every row against ``reference`` (the seeds both
+    ran): mean difference with its paired-t 95% interval, and the minimal
+    detectable effect of the design (alpha 0.05, power 0.8) from the sd of the
+    differences."""
+    from bhcl.utils.stats import paired_difference, paired_mde
+    lines = [f'Paired differences against {reference!r} (row - reference, by seed; '
+             'mean [95% paired-t interval], MDE = minimal detectable effect at alpha 0.05, '
+             'power 0.8):', '',
+             '| row | seeds | ' + ' | '.join(c for _, c in COLUMNS) + ' |',
+             '|---' * (len(COLUMNS) + 2) + '|']
+    ref = results[reference]
+    for variant, runs in results.items():
+        seeds = sorted(set(runs) & set(ref))
+        if variant == reference or len(seeds) < 2:
+            continue
+        cells = []
+        for key, _ in COLUMNS:
+            d = paired_difference(_column(runs, key, seeds), _column(ref, key, seeds))
+            mde = paired_mde(len(seeds), d['sd']) if d['sd'] > 0 else 0.0
+            cells.append(f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] "
+                         f'(MDE {mde:.3f})')
+        lines.append(f'| {variant} | {len(seeds)} | ' + ' | '.join(cells) + ' |')
+    return lines + ['']
+
+
+def welch_pairs(results, alpha=0.05):
+    """One line per pair of rows with the columns where Welch's test rejects equal
+    means at ``alpha`` (rows with fewer than 2 seeds are skipped)."""
+    from bhcl.utils.stats import welch_test
     out = []
-    names = [v for v in summary if summary[v].get('n', 0) > 1]
+    names = [v for v in results if len(results[v]) > 1]
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             cols = []
             for key, label in COLUMNS:
-                sa, sb = summary[a][key], summary[b][key]
-                if sa['mean'] - sa['ci95'] > sb['mean'] + sb['ci95']:
-                    cols.append(f'{label} >')
-                elif sb['mean'] - sb['ci95'] > sa['mean'] + sa['ci95']:
-                    cols.append(f'{label} <')
+                xa, xb = _column(results[a], key), _column(results[b], key)
+                if statistics.pvariance(xa) + statistics.pvariance(xb) == 0:
+                    continue
+                w = welch_test(xa, xb)
+                if w['p'] < alpha:
+                    cols.append(f"{label} {'>' if w['diff'] > 0 else '<'} (p = {w['p']:.3f})")
             if cols:
                 out.append(f'- {a} vs {b}: ' + ', '.join(cols))
     return out
@@ -465,11 +598,58 @@ def plot(summary, path):
     plt.close(fig)
 
 
+def apply_defaults(args):
+    """Fill the options whose default depends on ``--grid``."""
+    if args.variants is None:
+        args.variants = list(GRID) if args.grid else [v for v in VARIANTS if v not in OPTIONAL]
+    if args.seeds is None:
+        args.seeds = list(range(8)) if args.grid else [0, 1, 2]
+    if args.task is None:
+        args.task = 'hierarchical' if args.grid else 'bench'
+
+
+def plot_paired(results, reference, path):
+    """Paired differences (row - reference, by seed) with 95% paired-t intervals, one
+    series per row; returns False when no row shares 2 seeds with the reference."""
+    from bhcl.utils.stats import paired_difference
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    ref = results[reference]
+    rows = [v for v in results if v != reference and len(set(results[v]) & set(ref)) > 1]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.8 / len(rows)
+    for i, v in enumerate(rows):
+        seeds = sorted(set(results[v]) & set(ref))
+        ds = [paired_difference(_column(results[v], k, seeds), _column(ref, k, seeds))
+              for k, _ in COLUMNS]
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(COLUMNS))]
+        ax.errorbar(xs, [d['mean'] for d in ds], fmt='o', capsize=2, label=f'{v} ({len(seeds)})',
+                    yerr=[[d['mean'] - d['low'] for d in ds], [d['high'] - d['mean'] for d in ds]])
+    ax.axhline(0, color='k', lw=0.8)
+    ax.set_xticks(range(len(COLUMNS)), [label for _, label in COLUMNS])
+    ax.set_ylabel(f'row - {reference} (95% paired-t interval)')
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--variants', nargs='+',
-                        default=[v for v in VARIANTS if v not in OPTIONAL],
+    parser.add_argument('--seeds', type=int, nargs='+', default=None,
+                        help='default: 0 1 2 (--grid: 0 .. 7)')
+    parser.add_argument('--task', choices=sorted(TASKS), default=None,
+                        help="synthetic preset trained and tested on (default: 'bench'; "
+                        "--grid: 'hierarchical')")
+    parser.add_argument('--grid', action='store_true',
+                        help='the loss study: views {1, 2} x loss {none, HCL, BHCL} and the '
+                        'one-view baseline, RHINO one-view rows and two-view BHCL, 8 seeds, '
+                        'on the hierarchical task (every default but --variants overridable)')
+    parser.add_argument('--variants', nargs='+', default=None,
                         choices=list(VARIANTS), metavar='ROW',
                         help='default: every row but ' +
                         ', '.join(map(repr, OPTIONAL)).replace('%', '%%'))
@@ -494,6 +674,8 @@ def main(argv=None):
     parser.add_argument('--rerun', action='store_true', help='ignore finished runs')
     parser.add_argument('--report', action='store_true',
                         help='summarise the finished runs only (launch nothing)')
+    parser.add_argument('--reference', default='+decoupling',
+                        help='row the others are compared with, seed by seed (paired t)')
     parser.add_argument('--reuse', default=None,
                         help='results.json of an earlier invocation: its runs with the same '
                         'settings are not run again (continue an ablation on another day)')
@@ -505,8 +687,12 @@ def main(argv=None):
     parser.add_argument('--num-train', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--img-size', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    apply_defaults(args)
     if args.variant:
         return run_one(args)
+    lv3 = ('lv3_AP50', 'lv3 AP50')
+    if args.task == 'hierarchical' and lv3 not in COLUMNS:   # its tree has a 4th level
+        COLUMNS.insert(COLUMNS.index(('lv2_AP50', 'lv2 AP50')) + 1, lv3)
     for dest, what in (('simclr_backbone', 'a backbone exported by '
                         'tools/model_converters/simclr_to_backbone.py'),
                        ('mutdet_init', 'a MutDet checkpoint converted by '
@@ -521,7 +707,7 @@ def main(argv=None):
     os.makedirs(args.work_dir, exist_ok=True)
     out_dir = args.out_dir or args.work_dir
     os.makedirs(out_dir, exist_ok=True)
-    data_root, _, groups, meta = bench_dataset(args.work_dir)
+    data_root, _, groups, meta = bench_dataset(args.work_dir, args.task)
     args.img_size = meta['settings']['img_size']
     print(f"tail leaves: {groups['tail']}; head leaves: {groups['head']}", flush=True)
     t0 = time.perf_counter()
@@ -536,8 +722,17 @@ def main(argv=None):
                   indent=1)
     with open(osp.join(out_dir, 'results.md'), 'w') as f:
         f.write(text + '\n')
-    plot(summary, osp.join(out_dir, 'ablation.png'))
-    print(f'written: results.json, results.md, ablation.png in {out_dir}')
+    if summary:
+        plot(summary, osp.join(out_dir, 'ablation.png'))
+    written = ['results.json', 'results.md'] + (['ablation.png'] if summary else [])
+    for reference in (args.reference, RHINO_REFERENCE):
+        rows = {v: r for v, r in results.items()
+                if v.startswith('RHINO') == reference.startswith('RHINO')}
+        if reference in rows and len(rows) > 1:
+            name = f"paired-{VARIANTS_SLUG.get(reference, 'reference')}.png"
+            if plot_paired(rows, reference, osp.join(out_dir, name)):
+                written.append(name)
+    print(f"written: {', '.join(written)} in {out_dir}")
 
 
 if __name__ == '__main__':

@@ -7,8 +7,9 @@ import pytest
 from shapely.geometry import Polygon
 
 from bhcl.datasets.dota_txt import parse_dota_txt
-from bhcl.datasets.synthetic import (SyntheticConfig, class_styles, generate_synthetic_dataset,
-                                     leaf_frequencies)
+from bhcl.datasets.synthetic import (CUE_NAMES, SyntheticConfig, class_styles,
+                                     generate_synthetic_dataset, leaf_counts, leaf_frequencies,
+                                     node_styles, training_pool)
 from bhcl.structures.label_tree import LabelTree
 from tests.conftest import tree_config
 
@@ -51,10 +52,10 @@ def test_deterministic_and_kept_when_settings_match(dataset, tmp_path):
     assert digest(other) != digest(out) and changed != meta
 
 
-def read_split(out, split):
+def read_split(out, split, tree=TREE):
     objs = []
     for f in sorted(os.listdir(out / split / 'labelTxt')):
-        res = parse_dota_txt(str(out / split / 'labelTxt' / f), TREE)
+        res = parse_dota_txt(str(out / split / 'labelTxt' / f), tree)
         assert res.skipped == {'header': 2}
         objs.append(res.objects)
     return objs
@@ -151,3 +152,98 @@ def test_balanced_validation_keeps_train_long_tailed(tmp_path):
     assert skewed.max() >= 8 * max(skewed.min(), 1)
     bench = SyntheticConfig.preset('bench')
     assert bench.val_balanced and bench.imbalance >= 30
+
+
+# ------------------------------------------------ the 'hierarchical' preset
+HIER_CFG = tree_config('synthetic_hierarchical')
+HIER = LabelTree.from_config(HIER_CFG)
+
+
+def test_old_presets_record_no_new_settings(tmp_path):
+    """The cue scheme and exact counts are left out of an old preset's settings (so its
+    meta.json, like its files, is what generator version 2 wrote)."""
+    meta = generate_synthetic_dataset(str(tmp_path), TREE_CFG, SyntheticConfig(
+        num_train=2, num_val=1, img_size=96, seed=2))
+    assert 'cues' not in meta['settings'] and 'leaf_counts' not in meta['settings']
+
+
+def test_hierarchical_tree_has_four_levels_and_node_specific_cues():
+    assert HIER.num_levels == 4
+    styles = node_styles(HIER)
+    for level, name in enumerate(CUE_NAMES):
+        nodes = HIER.nodes_at_level(level)
+        values = [getattr(styles[k], name) for k in nodes]
+        assert None not in values and len(set(values)) == len(nodes)  # no two nodes share one
+        for k in range(HIER.num_classes):
+            anc = HIER.ancestors[k, level]
+            value = getattr(styles[k], name)
+            if anc < 0:   # shallower node ("Other X" objects): no cue of a deeper level
+                assert value is None
+                continue
+            assert value == getattr(styles[anc], name)   # shared by every descendant
+            others = [j for j in range(HIER.num_classes) if HIER.ancestors[j, level] >= 0
+                      and HIER.ancestors[j, level] != anc]
+            assert all(getattr(styles[j], name) != value for j in others)  # no other branch
+
+
+def test_rank_cues_repeat_across_branches_node_cues_do_not():
+    """The old scheme gives the first child of every parent the same marks: what a flat
+    classifier learns once for all parents; the node scheme never repeats a value."""
+    rank = class_styles(TREE)
+    first_children = [TREE.children[p][0] for p in TREE.nodes_at_level(1)]
+    assert len({rank[k].marks for k in first_children}) == 1
+    node = node_styles(HIER)
+    firsts = [HIER.children[p][0] for p in HIER.nodes_at_level(2)]
+    assert len({node[k].detail for k in firsts}) == len(firsts)
+
+
+def test_node_cues_refuse_trees_they_cannot_draw():
+    five = LabelTree.from_config(dict(paths=['a', 'a/b', 'a/b/c', 'a/b/c/d', 'a/b/c/d/e']))
+    with pytest.raises(ValueError, match='at most 4 levels'):
+        node_styles(five)
+    wide = LabelTree.from_config(dict(paths=['a', 'b', 'c', 'd']))
+    with pytest.raises(ValueError, match='level 0 has 4 nodes'):
+        node_styles(wide)
+    with pytest.raises(ValueError, match='cues must be'):
+        SyntheticConfig(cues='colour')
+    with pytest.raises(ValueError, match='leaf_counts'):
+        SyntheticConfig(leaf_counts=(3, 5))
+
+
+def test_hierarchical_preset_long_tail_numbers():
+    cfg = SyntheticConfig.preset('hierarchical')
+    assert cfg.cues == 'node' and cfg.img_size == 128 and cfg.val_balanced
+    assert cfg.num_val >= 1000
+    counts = sorted(leaf_counts(HIER, *cfg.leaf_counts, cfg.seed).values())
+    assert len(counts) == 24 and sum(counts) == 2731
+    assert counts[-1] / counts[0] >= 100
+    tail = counts[:len(counts) // 3]   # the least frequent third (the tail group)
+    assert min(tail) == 5 and max(tail) == 20
+    # the same leaves are head / tail as under the sampled weights of the same seed
+    w = leaf_frequencies(HIER, 100.0, cfg.seed)
+    c = leaf_counts(HIER, *cfg.leaf_counts, cfg.seed)
+    assert sorted(c, key=c.get) == sorted(w, key=w.get)
+
+
+@pytest.fixture(scope='module')
+def hierarchical(tmp_path_factory):
+    out = tmp_path_factory.mktemp('hier')
+    cfg = SyntheticConfig.preset('hierarchical', num_train=50, num_val=30, leaf_counts=(30, 1),
+                                 seed=1)
+    return out, cfg, generate_synthetic_dataset(str(out), HIER_CFG, cfg)
+
+
+def test_hierarchical_is_deterministic_with_exact_leaf_counts(hierarchical, tmp_path):
+    out, cfg, meta = hierarchical
+    generate_synthetic_dataset(str(tmp_path), HIER_CFG, cfg)
+    assert digest(tmp_path) == digest(out)
+    target = leaf_counts(HIER, 30, 1, cfg.seed)
+    train = meta['counts']['train']
+    assert {k: train.get(HIER.classes[k], 0) for k in target} == target
+    objs = [o for img in read_split(out, 'train', HIER) for o in img]
+    assert len(objs) == sum(train.values()) == len(training_pool(HIER, cfg))
+    others = [o for o in objs if o.name.startswith('Other ')]
+    assert others and all(not HIER.is_leaf(o.label) for o in others)
+    assert meta['settings']['cues'] == 'node' and meta['settings']['leaf_counts'] == [30, 1]
+    # cached: settings read back from JSON match (a tuple is stored as a list)
+    assert generate_synthetic_dataset(str(out), HIER_CFG, cfg) == meta

@@ -48,7 +48,9 @@ def test_summary_is_mean_sample_sd_and_student_t_interval():
     mean, sd, half = abl.summarise([0.1, 0.2, 0.3])
     assert mean == pytest.approx(0.2)
     assert sd == pytest.approx(0.1)
-    assert half == pytest.approx(4.303 * 0.1 / 3 ** 0.5)
+    assert half == pytest.approx(4.303 * 0.1 / 3 ** 0.5, abs=1e-4)   # t, 2 df
+    _, sd, half = abl.summarise(list(range(40)))
+    assert half / (sd / 40 ** 0.5) == pytest.approx(2.0227, abs=1e-4)   # t, 39 df: not 1.96
 
 
 def test_simclr_row_needs_its_backbone_file_and_keys_reuse_on_it(tmp_path, capsys):
@@ -89,17 +91,42 @@ def test_label_fraction_and_mutdet_rows_train_on_fewer_images_for_the_same_itera
     assert done['+decoupling, MutDet init, 10% labels'] == (800, 40, 80, str(init))
 
 
-def test_separated_pairs_lists_only_non_overlapping_intervals():
-    abl = _ablation()
-    cols = [k for k, _ in abl.COLUMNS]
+def _runs(values):
+    """``{seed: result}`` with every column equal to ``values[seed]``."""
+    return {s: dict(metrics=dict.fromkeys((k for k, _ in _ablation().COLUMNS), v))
+            for s, v in enumerate(values)}
 
-    def row(mean, half, n=3):
-        return dict({k: dict(mean=mean, sd=0.0, ci95=half) for k in cols}, n=n)
-    summary = {'a': row(0.5, 0.05), 'b': row(0.3, 0.05), 'c': row(0.42, 0.05),
-               'd': row(0.9, float('nan'), n=1)}
-    lines = abl.separated_pairs(summary)
-    assert lines == ['- a vs b: ' + ', '.join(f'{label} >' for _, label in abl.COLUMNS),
-                     '- b vs c: ' + ', '.join(f'{label} <' for _, label in abl.COLUMNS)]
+
+def test_welch_pairs_lists_the_pairs_welch_rejects():
+    abl = _ablation()
+    results = {'a': _runs([0.50, 0.52, 0.48]), 'b': _runs([0.30, 0.33, 0.29]),
+               'c': _runs([0.47, 0.53, 0.41]), 'd': _runs([0.9])}
+    lines = abl.welch_pairs(results)
+    # a vs c overlap; d has one seed; b lies below both
+    assert [line.split(':')[0] for line in lines] == ['- a vs b', '- b vs c']
+    from scipy import stats
+    p = stats.ttest_ind([0.50, 0.52, 0.48], [0.30, 0.33, 0.29], equal_var=False).pvalue
+    assert f'leaf mAP > (p = {p:.3f})' in lines[0]
+    assert 'leaf mAP < (p = ' in lines[1]
+
+
+def test_paired_lines_use_paired_t_on_the_common_seeds(tmp_path):
+    abl = _ablation()
+    ref = [0.40, 0.50, 0.60, 0.45]
+    results = {'+decoupling': _runs(ref), 'x': _runs([r + d for r, d in
+                                                       zip(ref, [0.02, 0.01, 0.03, 0.02])])}
+    del results['x'][3]   # seed 3 missing in x: three pairs
+    lines = abl.paired_lines(results, '+decoupling')
+    row = next(line for line in lines if line.startswith('| x |'))
+    from bhcl.utils.stats import paired_difference, paired_mde
+    d = paired_difference([0.42, 0.51, 0.63], ref[:3])
+    assert row.startswith('| x | 3 | ')
+    assert f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] " \
+           f"(MDE {paired_mde(3, d['sd']):.3f})" in row
+    assert abl.plot_paired(results, '+decoupling', str(tmp_path / 'paired.png'))
+    assert (tmp_path / 'paired.png').stat().st_size > 0
+    assert not abl.plot_paired({'+decoupling': _runs(ref), 'y': _runs([0.1])}, '+decoupling',
+                               str(tmp_path / 'none.png'))
 
 
 def test_every_row_prepares_a_four_crop_run_with_the_same_iterations(tmp_path):
@@ -146,3 +173,89 @@ def test_report_takes_reused_runs_and_keys_file_rows_on_the_recorded_file(tmp_pa
     assert simclr not in abl.finished_runs(Args)
     other.write_bytes(b'0' * 10)
     assert abl.finished_runs(Args)[simclr][0]['at'] == 'reuse'
+
+
+def _prepared(abl, name, tmp_path, iters=800, num_train=800, label_tree=None):
+    config, overrides, options = abl.row(name)
+    return abl.prepare_config(osp.join(abl.CFG_DIR, config), overrides, str(tmp_path),
+                              str(tmp_path), 0, dict(head=[], tail=[]), iters, num_train, 0,
+                              128, 1e-3, {}, options, label_tree)[0]
+
+
+def test_warmup_rescaled_for_both_detectors_through_one_path(tmp_path):
+    """RHINO keeps its loss under bbox_head; its BHCL warm-up keeps its 1/12 share too."""
+    abl = _ablation()
+    shares = {}
+    for name in ('+decoupling+BHCL', 'RHINO +decoupling+BHCL', '+decoupling+BHCL, one view',
+                 'RHINO +decoupling+BHCL, one view'):
+        cfg = _prepared(abl, name, tmp_path, iters=960, num_train=80)
+        (loss,) = abl.loss_hcl_cfgs(cfg.model)
+        shares[name] = (loss['warmup_epochs'], cfg.train_cfg.max_epochs)
+    assert shares['+decoupling+BHCL'] == shares['RHINO +decoupling+BHCL'] == (2, 24)
+    assert shares['+decoupling+BHCL, one view'] == (4, 48)   # 4 images a step: twice the epochs
+    assert shares['RHINO +decoupling+BHCL, one view'] == (4, 48)
+    cfg = _prepared(abl, 'RHINO +decoupling+BHCL', tmp_path)
+    assert cfg.model.bbox_head.loss_hcl.warmup_epochs == 0 and 'loss_hcl' not in cfg.model
+
+
+def test_one_view_rows_use_the_published_switches_on_four_images(tmp_path):
+    abl = _ablation()
+    for name in ('+decoupling+HCL, one view', '+decoupling+BHCL, one view',
+                 'RHINO +decoupling+HCL, one view', 'RHINO +decoupling+BHCL, one view'):
+        cfg = _prepared(abl, name, tmp_path)
+        loader = cfg.train_dataloader
+        assert loader.dataset.type == 'HierarchicalDOTADataset' and loader.batch_size == 4
+        assert 'collate_fn' not in loader
+        (loss,) = abl.loss_hcl_cfgs(cfg.model)
+        assert loss['singleton_negatives'] is False
+        if 'BHCL' in name:
+            assert loss['prototype_scope'] == 'subtree'
+            assert loss['prototype_bank']['hide_unseen'] is False
+        two = _prepared(abl, name.replace(', one view', ''), tmp_path)
+        assert two.train_dataloader.dataset.num_views == 2
+        assert 'singleton_negatives' not in abl.loss_hcl_cfgs(two.model)[0]
+
+
+def test_grid_runs_on_the_hierarchical_tree(tmp_path):
+    abl = _ablation()
+
+    class Args:
+        variants = seeds = task = None
+        grid = True
+    abl.apply_defaults(Args)
+    assert Args.variants == list(abl.GRID) and Args.seeds == list(range(8))
+    assert Args.task == 'hierarchical' and set(abl.GRID) <= set(abl.VARIANTS)
+    tree = abl.task_tree('hierarchical')
+    for name in abl.GRID:
+        cfg = _prepared(abl, name, tmp_path, label_tree=tree)
+        assert cfg.model.label_tree == tree and cfg.test_evaluator['label_tree'] == tree
+        ds = cfg.train_dataloader.dataset
+        assert (ds.dataset if ds.type == 'MultiViewDataset' else ds).label_tree == tree
+        assert cfg.test_dataloader.dataset.label_tree == tree
+    with pytest.raises(ValueError, match='bench task only'):
+        _prepared(abl, 'rotated RetinaNet (reference)', tmp_path, label_tree=tree)
+
+
+@pytest.mark.slow
+def test_a_seed_gives_every_loss_arm_the_same_initial_weights(tmp_path):
+    """Common random numbers: for both detectors the one-view decoupled arm and its
+    HCL arm start from identical weights (the loss is built off the global stream)."""
+    import torch
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import set_random_seed
+    from mmrotate.registry import MODELS
+    abl = _ablation()
+    init_default_scope('mmrotate')
+
+    def weights(name):
+        cfg = _prepared(abl, name, tmp_path)
+        set_random_seed(3)
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        return model.state_dict()
+    for plain, hcl in (('+decoupling', '+decoupling+HCL, one view'),
+                       ('RHINO +decoupling', 'RHINO +decoupling+BHCL, one view')):
+        a, b = weights(plain), weights(hcl)
+        assert set(a) < set(b) and all('loss_hcl' in k for k in set(b) - set(a))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

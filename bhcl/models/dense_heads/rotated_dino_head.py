@@ -27,6 +27,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from bhcl.models.layers.rotated_cdn import normalize_gt_rboxes
+from bhcl.models.losses.hcl_loss import build_contrastive_losses
 from bhcl.structures.geometry import box_tensor, regularize_long_edge
 
 
@@ -106,10 +107,9 @@ class RotatedDINOHead(DINOHead):
                 raise ValueError('RotatedDINOHead: loss_hcl needs the label tree (RHINO passes '
                                  'its label_tree)')
             # one loss (and prototype bank) per decoder layer, as on OrientedFormer
-            self.loss_hcl = nn.ModuleList(
-                MODELS.build(copy.deepcopy(loss_hcl), default_args=dict(
-                    label_tree=label_tree, in_channels=self.embed_dims))
-                for _ in range(self.num_pred_layer - (1 if self.as_two_stage else 0)))
+            self.loss_hcl = build_contrastive_losses(
+                loss_hcl, self.num_pred_layer - (1 if self.as_two_stage else 0), label_tree,
+                self.embed_dims)
         self._hcl_feats: Optional[Tensor] = None
         self._hcl_labels: Optional[List[Tensor]] = None
 

@@ -15,6 +15,7 @@ from mmrotate.structures.bbox import RotatedBoxes
 from torch import Tensor, nn
 
 from bhcl.models.layers.rbox_ops import refine_xyzrt, regularize_le90, xyzrt_to_boxes
+from bhcl.models.losses.hcl_loss import build_contrastive_losses
 from bhcl.models.task_modules.rotated_bbox_l1_cost import check_angle_version, normalize_rboxes
 from bhcl.structures import LabelTree
 from bhcl.utils.class_order import guard_class_order
@@ -131,10 +132,8 @@ class OrientedQueryDETR(BaseDetector):
         self.loss_bbox = MODELS.build(copy.deepcopy(loss_bbox))
         self.loss_iou = MODELS.build(copy.deepcopy(loss_iou))
         self.l1_angle_version = check_angle_version(l1_angle_version)
-        self.loss_hcl = None if loss_hcl is None else nn.ModuleList(
-            MODELS.build(copy.deepcopy(loss_hcl), default_args=dict(
-                label_tree=self.label_tree.to_config(), in_channels=embed_dims))
-            for _ in self.layers)
+        self.loss_hcl = None if loss_hcl is None else build_contrastive_losses(
+            loss_hcl, len(self.layers), self.label_tree.to_config(), embed_dims)
         self.train_cfg = copy.deepcopy(train_cfg) or {}
         self.test_cfg = copy.deepcopy(test_cfg) or {}
         self.register_buffer('predict_mask', self._predict_mask(

@@ -1,5 +1,5 @@
 from .contrastive_alignment import ContrastiveAlignmentLoss
-from .hcl_loss import HierarchicalContrastiveLoss
+from .hcl_loss import HierarchicalContrastiveLoss, build_contrastive_losses
 from .prototype_bank import (ClassifierPrototypeBank, EMAPrototypeBank,
                              LearnablePrototypeBank, PrototypeBank)
 from .rotated_iou_loss import RotatedIoULossWithFallback
@@ -7,5 +7,5 @@ from .rotated_iou_loss import RotatedIoULossWithFallback
 __all__ = [
     'ContrastiveAlignmentLoss', 'HierarchicalContrastiveLoss', 'PrototypeBank',
     'EMAPrototypeBank', 'LearnablePrototypeBank', 'ClassifierPrototypeBank',
-    'RotatedIoULossWithFallback'
+    'RotatedIoULossWithFallback', 'build_contrastive_losses'
 ]

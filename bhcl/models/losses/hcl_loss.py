@@ -3,6 +3,7 @@
 A thin module: projection head, label-tree tables, warm-up switch and the
 gather across ranks. The maths is in :mod:`bhcl.models.losses.functional`.
 """
+import copy
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -200,3 +201,16 @@ class HierarchicalContrastiveLoss(nn.Module):
         return (f'levels={self.levels}, temperature={self.temperature}, balance={self.balance}, '
                 f'prototype_scope={self.prototype_scope!r}, warmup_epochs={self.warmup_epochs}, '
                 f'loss_weight={self.loss_weight}')
+
+
+def build_contrastive_losses(cfg: dict, num: int, label_tree: dict,
+                             in_channels: int) -> nn.ModuleList:
+    """``num`` contrastive losses (one per decoder stage / layer) built from ``cfg``
+    without drawing from the global random stream: the rest of a model is
+    initialised alike with and without the loss, so that a seed gives the arms of
+    an ablation the same initial weights (common random numbers)."""
+    with torch.random.fork_rng(devices=[]):
+        return nn.ModuleList(
+            MODELS.build(copy.deepcopy(cfg), default_args=dict(label_tree=label_tree,
+                                                               in_channels=in_channels))
+            for _ in range(num))

@@ -241,3 +241,21 @@ def test_published_singletons_leave_the_plain_form(warm):
                      atol=1e-7)
     default = _build(loss_weight=0.6)(x, labels)
     assert any((default[k] - losses[k]).abs() > 1e-4 for k in losses)  # the switch matters
+
+
+def test_build_contrastive_losses_leaves_the_global_stream_alone():
+    """Building the per-stage losses draws nothing from the global generator, so a
+    model with and without them is initialised alike (common random numbers);
+    the stages still get projections of their own."""
+    from bhcl.models.losses import build_contrastive_losses
+    tree = dict(paths=['A', 'A/a', 'A/b', 'B', 'B/c', 'B/d'])
+    torch.manual_seed(5)
+    before = torch.rand(3)
+    torch.manual_seed(5)
+    losses = build_contrastive_losses(
+        dict(type='HierarchicalContrastiveLoss', hidden_channels=8, out_channels=4,
+             prototype_bank=dict(type='LearnablePrototypeBank')), 3, tree, 6)
+    torch.testing.assert_close(torch.rand(3), before)
+    assert len(losses) == 3 and losses[0].in_channels == 6
+    w = [loss.projector[0].weight for loss in losses]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])

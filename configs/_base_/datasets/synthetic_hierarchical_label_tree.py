@@ -1,0 +1,57 @@
+# Label tree of the synthetic 'hierarchical' preset (tools/generate_synthetic_dataset.py
+# --preset hierarchical): 4 levels, 3 x 2 x 2 x 2 = 24 leaves, 45 nodes. Every node has a
+# visual cue of its own that all its descendants share and no other branch uses
+# (silhouette at level 0, texture at level 1, markings at level 2, a fine detail at the
+# leaf; bhcl/datasets/synthetic.py). Class order = class index. Objects of internal
+# nodes are annotated 'Other <node>' and reallocated to it.
+label_tree = dict(
+    paths=[
+        'Vessel',
+        'Vessel/Merchant Ship',
+        'Vessel/Merchant Ship/Cargo Ship',
+        'Vessel/Merchant Ship/Cargo Ship/Container Ship',
+        'Vessel/Merchant Ship/Cargo Ship/Bulk Carrier',
+        'Vessel/Merchant Ship/Tanker',
+        'Vessel/Merchant Ship/Tanker/Oil Tanker',
+        'Vessel/Merchant Ship/Tanker/Gas Carrier',
+        'Vessel/Naval Ship',
+        'Vessel/Naval Ship/Combatant',
+        'Vessel/Naval Ship/Combatant/Destroyer',
+        'Vessel/Naval Ship/Combatant/Frigate',
+        'Vessel/Naval Ship/Auxiliary Ship',
+        'Vessel/Naval Ship/Auxiliary Ship/Supply Ship',
+        'Vessel/Naval Ship/Auxiliary Ship/Survey Ship',
+        'Aircraft',
+        'Aircraft/Civil Aircraft',
+        'Aircraft/Civil Aircraft/Airliner',
+        'Aircraft/Civil Aircraft/Airliner/Narrow-body Jet',
+        'Aircraft/Civil Aircraft/Airliner/Wide-body Jet',
+        'Aircraft/Civil Aircraft/Regional Aircraft',
+        'Aircraft/Civil Aircraft/Regional Aircraft/Regional Jet',
+        'Aircraft/Civil Aircraft/Regional Aircraft/Turboprop',
+        'Aircraft/Military Aircraft',
+        'Aircraft/Military Aircraft/Fighter',
+        'Aircraft/Military Aircraft/Fighter/Delta Wing',
+        'Aircraft/Military Aircraft/Fighter/Swept Wing',
+        'Aircraft/Military Aircraft/Airlifter',
+        'Aircraft/Military Aircraft/Airlifter/Tactical Airlifter',
+        'Aircraft/Military Aircraft/Airlifter/Strategic Airlifter',
+        'Vehicle',
+        'Vehicle/Road Vehicle',
+        'Vehicle/Road Vehicle/Car',
+        'Vehicle/Road Vehicle/Car/Sedan',
+        'Vehicle/Road Vehicle/Car/Hatchback',
+        'Vehicle/Road Vehicle/Truck',
+        'Vehicle/Road Vehicle/Truck/Box Truck',
+        'Vehicle/Road Vehicle/Truck/Tipper Truck',
+        'Vehicle/Tracked Vehicle',
+        'Vehicle/Tracked Vehicle/Tank',
+        'Vehicle/Tracked Vehicle/Tank/Main Battle Tank',
+        'Vehicle/Tracked Vehicle/Tank/Light Tank',
+        'Vehicle/Tracked Vehicle/Engineering Vehicle',
+        'Vehicle/Tracked Vehicle/Engineering Vehicle/Excavator',
+        'Vehicle/Tracked Vehicle/Engineering Vehicle/Bulldozer',
+    ],
+    other_patterns=[r'^Other[ _](.+)$'],
+)
+num_classes = len(label_tree['paths'])
