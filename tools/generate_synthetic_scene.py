@@ -49,8 +49,8 @@ def main(argv=None):
     cfg = SyntheticConfig(img_size=args.size, min_objects=n, max_objects=n, border_ratio=0.0,
                           seed=args.seed)
     rng = np.random.default_rng([args.seed, 2])
-    img, objects = render_image(tree, class_styles(tree),
-                                leaf_frequencies(tree, cfg.imbalance, cfg.seed), cfg, rng)
+    img, objects, _ = render_image(tree, class_styles(tree),
+                                   leaf_frequencies(tree, cfg.imbalance, cfg.seed), cfg, rng)
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     transform = Affine(args.pixel_size, 0, 500000.0, 0, -args.pixel_size, 4500000.0)
     with rasterio.open(args.out, 'w', driver='GTiff', width=args.size, height=args.size,
