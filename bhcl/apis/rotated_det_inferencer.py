@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ..datasets.formats import IMG_SUFFIXES
+from ..engine.checkpoint_io import describe_mismatch, state_dict_mismatch
 from ..structures.geometry import box_tensor
 from ..structures.label_tree import LabelTree
 from .tree_detections import TreeDetections, level_scores
@@ -58,28 +59,6 @@ def resolve_config(config: str) -> str:
                             f'configs/' + (f'; did you mean {", ".join(close)}?' if close else ''))
 
 
-def checkpoint_mismatch(model_state: Dict, ckpt_state: Dict) -> List[str]:
-    """Human-readable problems between a model's ``state_dict`` and a checkpoint's."""
-    missing = sorted(set(model_state) - set(ckpt_state))
-    unexpected = sorted(set(ckpt_state) - set(model_state))
-    shapes = sorted(k for k in set(model_state) & set(ckpt_state)
-                    if tuple(model_state[k].shape) != tuple(np.shape(ckpt_state[k])))
-    problems = []
-
-    def listed(keys):
-        return ', '.join(keys[:10]) + (f' ... ({len(keys)} in all)' if len(keys) > 10 else '')
-
-    if missing:
-        problems.append(f'missing in the checkpoint: {listed(missing)}')
-    if unexpected:
-        problems.append(f'not in the model: {listed(unexpected)}')
-    if shapes:
-        problems.append('different shapes: ' + listed(
-            [f'{k} (model {tuple(model_state[k].shape)}, checkpoint '
-             f'{tuple(np.shape(ckpt_state[k]))})' for k in shapes]))
-    return problems
-
-
 def load_state_dict_strict(model, checkpoint: str) -> dict:
     """Load ``checkpoint`` into ``model`` only if every key and shape matches.
 
@@ -99,11 +78,11 @@ def load_state_dict_strict(model, checkpoint: str) -> dict:
     if not isinstance(state, dict):
         raise CheckpointMismatchError(f'{checkpoint}: holds no state_dict')
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    problems = checkpoint_mismatch(model.state_dict(), state)
-    if problems:
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
         raise CheckpointMismatchError(
-            f'{checkpoint} does not match the model built from the config:\n  '
-            + '\n  '.join(problems)
+            f'{checkpoint} does not match the model built from the config:\n'
+            + describe_mismatch(mismatch)
             + '\nUse the config the checkpoint was trained with (its work_dir holds a copy).')
     model.load_state_dict(state, strict=True)
     return ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}

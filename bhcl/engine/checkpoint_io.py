@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from ..utils.class_order import CLASS_ORDER_KEY
+
 CHECKPOINT_NAME = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 TMP_SUFFIX = '.tmp'
 
@@ -146,9 +148,12 @@ def first_readable(candidates: List[str]) -> Tuple[Optional[str], List[Tuple[str
 
 def state_dict_mismatch(model_state: dict, checkpoint_state: dict) -> Dict[str, List[str]]:
     """The keys a checkpoint lacks, the keys the model lacks and the keys whose
-    shapes differ, by kind (empty when the checkpoint fits the model)."""
+    shapes differ, by kind (empty when the checkpoint fits the model). A recorded class
+    order (``CLASS_ORDER_KEY``) is a record, not a weight: checkpoints written before it
+    existed lack it, and where present the model's load hook checks it."""
     ckpt = {k[len('module.'):] if k.startswith('module.') else k: v
-            for k, v in checkpoint_state.items()}
+            for k, v in checkpoint_state.items() if k != CLASS_ORDER_KEY}
+    model_state = {k: v for k, v in model_state.items() if k != CLASS_ORDER_KEY}
     shapes = [f'{k}: {tuple(ckpt[k].shape)} in the checkpoint, {tuple(model_state[k].shape)} '
               'in the model' for k in sorted(set(model_state) & set(ckpt))
               if hasattr(ckpt[k], 'shape') and tuple(ckpt[k].shape) != tuple(model_state[k].shape)]

@@ -17,7 +17,6 @@ import torch
 from torch import Tensor, nn
 
 from bhcl.structures import LabelTree
-from bhcl.utils.class_order import CLASS_ORDER_KEY
 
 __all__ = ['convert_published_config', 'convert_published_state_dict', 'published_key_map',
            'load_state_dict_strict', 'PublishedModelError']
@@ -334,20 +333,9 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -
     """``model.load_state_dict`` with errors that name every missing, unexpected or
     mis-shaped key (and both shapes). A recorded class order (``CLASS_ORDER_KEY``) is
     optional and, when present, checked by the model (``ClassOrderError``)."""
-    own = model.state_dict()
-    own.pop(CLASS_ORDER_KEY, None)  # a record, not a weight: checked by the model's load hook
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own) - {CLASS_ORDER_KEY})
-    shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
-              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
-    problems: List[str] = []
-    if missing:
-        problems.append(f'missing in the checkpoint: {missing}')
-    if unexpected:
-        problems.append(f'not in the model: {unexpected}')
-    if shapes:
-        problems.append('shape mismatch: ' + '; '.join(shapes))
-    if problems:
-        raise PublishedModelError('the checkpoint does not fit the model: ' +
-                                  ' | '.join(problems))
+    from bhcl.engine.checkpoint_io import describe_mismatch, state_dict_mismatch
+    mismatch = state_dict_mismatch(model.state_dict(), dict(state_dict))
+    if mismatch:
+        raise PublishedModelError('the checkpoint does not fit the model:\n' +
+                                  describe_mismatch(mismatch, shown=50))
     model.load_state_dict(state_dict, strict=True)

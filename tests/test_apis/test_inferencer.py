@@ -16,6 +16,7 @@ from bhcl.apis.scene_inference import inside_area
 from bhcl.apis.scene_reader import Window
 from bhcl.apis.tree_detections import subtree_matrix
 from bhcl.structures import LabelTree
+from bhcl.utils.class_order import CLASS_ORDER_KEY
 from tests.conftest import REPO_ROOT, SMOKE_CONFIG, tree_config
 from tests.test_apis import scene_data
 
@@ -111,9 +112,15 @@ def test_checkpoint_that_does_not_match_lists_the_keys(smoke, tmp_path):
         RotatedDetInferencer(config, bad, device='cpu')
     msg = str(err.value)
     assert 'bad.pth does not match' in msg
-    assert 'missing in the checkpoint: cls_branches.0.3.bias' in msg
-    assert 'not in the model: extra.weight' in msg
-    assert 'reg_branches.1.3.weight (model (5, 64), checkpoint (7, 64))' in msg
+    assert '1 key in the model, not in the checkpoint:\n    cls_branches.0.3.bias' in msg
+    assert '1 key in the checkpoint, not in the model:\n    extra.weight' in msg
+    assert 'reg_branches.1.3.weight: (7, 64) in the checkpoint, (5, 64) in the model' in msg
+    # a checkpoint written before checkpoints recorded their class order still loads
+    state = torch.load(ckpt, weights_only=False)['state_dict']
+    assert state.pop(CLASS_ORDER_KEY, None) is not None
+    old = str(tmp_path / 'old.pth')
+    torch.save(dict(state_dict=state), old)
+    RotatedDetInferencer(config, old, device='cpu')
     junk = tmp_path / 'junk.pth'
     junk.write_bytes(b'not a checkpoint')
     with pytest.raises(CheckpointMismatchError, match='junk.pth: cannot be read'):

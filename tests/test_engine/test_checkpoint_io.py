@@ -15,6 +15,7 @@ from bhcl.engine.checkpoint_io import (checkpoint_problem, describe_mismatch, fi
                                        publish, remove_stale_temporaries, resume_candidates,
                                        state_dict_mismatch, temporary_name, write_text_atomic)
 from bhcl.engine.train_state import ResumableLoader, get_rng_state, set_rng_state
+from bhcl.utils.class_order import CLASS_ORDER_KEY
 
 
 def _save(path, value=0.0):
@@ -78,6 +79,9 @@ def test_state_dict_mismatch_lists_every_key():
     assert found == {'in the model, not in the checkpoint': ['c'],
                      'in the checkpoint, not in the model': ['d'],
                      'with another shape': ['b: (4,) in the checkpoint, (3,) in the model']}
+    # the class-order record is optional: checkpoints written before it lack it
+    assert state_dict_mismatch({'a': torch.ones(2), CLASS_ORDER_KEY: torch.ones(3)},
+                               {'a': torch.ones(2)}) == {}
     many = describe_mismatch({'in the model, not in the checkpoint': list('abcdef')}, shown=2)
     assert many.split('\n') == ['6 keys in the model, not in the checkpoint:', '    a', '    b',
                                 '    ... and 4 more']

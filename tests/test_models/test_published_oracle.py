@@ -186,5 +186,6 @@ def test_shape_mismatch_names_the_key_and_both_shapes():
     state = convert_published_state_dict(published['state_dict'])
     state['query_head.content_proj.weight'] = torch.zeros(3, 4)
     with pytest.raises(PublishedModelError,
-                       match=r'query_head.content_proj.weight: checkpoint \(3, 4\) vs model'):
+                       match=r'query_head.content_proj.weight: \(3, 4\) in the checkpoint, '
+                             r'\(64, 128\) in the model'):
         load_state_dict_strict(model, state)
