@@ -105,10 +105,12 @@ def test_resume_at_every_epoch_boundary_is_bit_exact(tiny_synthetic, tmp_path, n
 
 @pytest.mark.slow
 def test_without_the_seed_hook_resume_diverges(tiny_synthetic, tmp_path):
-    """The check above can fail: mmengine alone resumes a different experiment."""
+    """The check above can fail: mmengine alone (its own CheckpointHook, which keeps no
+    random state, and no EpochSeedHook) resumes a different experiment."""
     config = tmp_path / 'no_seed_hook.py'
     config.write_text(f'_base_ = [{BHCL_SMOKE!r}]\n'
-                      "custom_hooks = [dict(type='mmdet.SetEpochInfoHook')]\n")
+                      "custom_hooks = [dict(type='mmdet.SetEpochInfoHook')]\n"
+                      "default_hooks = dict(checkpoint=dict(type='CheckpointHook'))\n")
     diffs = _straight_and_resumed(tiny_synthetic, tmp_path, 0, config=str(config))
     assert diffs[0] == 0.0 and diffs[-1] > 0.0
 
