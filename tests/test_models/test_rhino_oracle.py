@@ -14,11 +14,9 @@ import os.path as osp
 
 import pytest
 import torch
-from mmdet.structures import DetDataSample
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 from mmrotate.registry import MODELS
-from mmrotate.structures.bbox import RotatedBoxes
 
 from bhcl.models.dense_heads.rotated_dino_head import denormalize_rboxes, dn_group_hungarian
 from bhcl.models.layers.rotated_cdn import normalize_gt_rboxes
@@ -27,14 +25,12 @@ from bhcl.models.published_rhino import (PublishedModelError, convert_published_
                                          load_state_dict_strict)
 from bhcl.structures.geometry import regularize_long_edge
 from tests.conftest import REPO_ROOT
-from tests.test_models.test_published_oracle import assert_same_detections_as_oracle
+from tests.oracle import assert_close, assert_same_detections_as_oracle, image_samples
 
 REFERENCE = os.environ.get('BHCL_REFERENCE_DIR',
                            osp.join(REPO_ROOT, '..', 'shared', 'reference'))
 FILE = 'official_rhino_oracle.pt'
-# float32 outputs: |bhcl - oracle| <= ATOL + RTOL * |oracle| elementwise; losses to RTOL_LOSS
-ATOL = 1e-4
-RTOL = 1e-4
+# outputs to tests.oracle's ATOL + RTOL * |oracle| elementwise; losses to RTOL_LOSS
 RTOL_LOSS = 1e-5
 
 
@@ -60,29 +56,7 @@ def build_converted():
 
 
 def samples(oracle: dict, with_gt: bool = False):
-    h, w = oracle['images'].shape[-2:]
-    out = []
-    for i in range(len(oracle['images'])):
-        s = DetDataSample(metainfo=dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w),
-                                        scale_factor=(1.0, 1.0), batch_input_shape=(h, w)))
-        if with_gt:
-            gt = oracle['loss_case']['gt_input'][i]
-            s.gt_instances = InstanceData(bboxes=RotatedBoxes(gt['bboxes'].clone()),
-                                          labels=gt['labels'].clone())
-        out.append(s)
-    return out
-
-
-def assert_close(actual, expected, what, rtol=RTOL):
-    assert actual.shape == expected.shape, f'{what}: shape {actual.shape} vs {expected.shape}'
-    if not expected.numel():
-        return
-    diff = (actual.double() - expected.double()).abs()
-    bound = ATOL + rtol * expected.double().abs()
-    worst = int((diff - bound).argmax())
-    assert torch.all(diff <= bound), (
-        f'{what}: |difference| {diff.flatten()[worst]:.3g} > {bound.flatten()[worst]:.3g} at '
-        f'value {expected.flatten()[worst]:.5g} (max abs difference {diff.max():.3g})')
+    return image_samples(oracle['images'], oracle['loss_case']['gt_input'] if with_gt else None)
 
 
 def test_ground_truth_is_written_long_edge_first():

@@ -8,7 +8,8 @@ from mmengine.config import Config
 from mmrotate.registry import MODELS
 
 from tests.conftest import REPO_ROOT
-from tests.test_models.test_published_oracle import assert_close, load_oracle
+from tests.oracle import assert_close
+from tests.test_models.test_published_oracle import load_oracle
 
 TOOL = osp.join(REPO_ROOT, 'tools', 'model_converters', 'orientedformer_to_bhcl.py')
 

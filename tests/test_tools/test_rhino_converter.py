@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmrotate.registry import MODELS
 
 from tests.conftest import REPO_ROOT
-from tests.test_models.test_published_oracle import assert_same_detections_as_oracle
+from tests.oracle import assert_same_detections_as_oracle
 from tests.test_models.test_rhino_oracle import load_oracle, samples
 
 TOOL = osp.join(REPO_ROOT, 'tools', 'model_converters', 'rhino_to_bhcl.py')
