@@ -6,8 +6,8 @@ imports the authors' modules from a checkout given on the command line (or in
 as plain tensors. ``tests/test_models/test_mutdet_reference.py`` checks bhcl
 against the saved numbers.
 
-    git clone https://github.com/floatingstarZ/MutDet /tmp/MutDet   # commit 097ce90
-    python tests/data/reference/make_mutdet_reference.py /tmp/MutDet
+    git clone https://github.com/floatingstarZ/MutDet MutDet   # commit 097ce90
+    python tests/data/reference/make_mutdet_reference.py MutDet
 
 What runs, unchanged, from the authors' code:
 
