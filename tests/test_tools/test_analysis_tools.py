@@ -39,9 +39,8 @@ def data_options(root):
 
 
 # ------------------------------------------------------------------------ slurm
+# (slurm_train.sh submits a self-requeueing batch job: tests/test_tools/test_slurm_train.py)
 @pytest.mark.parametrize('script, args, expected', [
-    ('slurm_train.sh', ['gpu', 'job1', 'cfg.py', 'work', '--amp'],
-     ['tools/train.py', 'cfg.py', '--work-dir=work', '--launcher=slurm', '--amp']),
     ('slurm_test.sh', ['gpu', 'job2', 'cfg.py', 'ckpt.pth', '--out', 'p.pkl'],
      ['tools/test.py', 'cfg.py', 'ckpt.pth', '--launcher=slurm', '--out', 'p.pkl']),
 ])
