@@ -7,6 +7,17 @@ DATA_DIR = osp.join(REPO_ROOT, 'tests', 'data')
 CONFIG_DIR = osp.join(REPO_ROOT, 'configs')
 
 
+def load_script(relpath: str):
+    """The module of a script that is not a package member (``benchmarks/x.py``,
+    ``tools/analysis_tools/x.py``), loaded from its path under the repository."""
+    import importlib.util
+    name = osp.splitext(osp.basename(relpath))[0]
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO_ROOT, relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def repo_root():
     return REPO_ROOT

@@ -1,27 +1,17 @@
 """benchmarks/crop_proxy.py: crops, metrics, common random numbers, resume, report."""
-import importlib.util
 import json
 import math
-import os.path as osp
 
 import numpy as np
 import pytest
 
 from bhcl.structures import LabelTree
-from tests.conftest import REPO_ROOT
-
-
-def _proxy():
-    spec = importlib.util.spec_from_file_location(
-        'crop_proxy', osp.join(REPO_ROOT, 'benchmarks', 'crop_proxy.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.conftest import load_script
 
 
 def test_crop_puts_the_long_side_along_x():
     import cv2
-    proxy = _proxy()
+    proxy = load_script('benchmarks/crop_proxy.py')
     from bhcl.structures.geometry import rbox_to_poly
     img = np.zeros((96, 96, 3), np.uint8)
     for t in (0.3, 1.4, -2.0):
@@ -36,7 +26,7 @@ def test_crop_puts_the_long_side_along_x():
 
 
 def test_evaluate_per_level_and_group_by_hand():
-    proxy = _proxy()
+    proxy = load_script('benchmarks/crop_proxy.py')
     tree = LabelTree.from_config(dict(paths=['A', 'A/B', 'A/B/C', 'A/B/C/d', 'A/B/C/e',
                                              'F', 'F/G', 'F/G/H', 'F/G/H/i']))
     y = np.array([3, 3, 4, 8, 2])       # d, d, e, i and an "Other C"
@@ -51,7 +41,7 @@ def test_evaluate_per_level_and_group_by_hand():
 
 
 def test_bhcl_warmup_keeps_its_share_of_the_schedule():
-    proxy = _proxy()
+    proxy = load_script('benchmarks/crop_proxy.py')
     assert proxy.build_loss('CE', 8) is None
     assert proxy.build_loss('CE+BHCL', 12).warmup_epochs == 1
     assert proxy.build_loss('CE+BHCL', 24).warmup_epochs == 2
@@ -61,7 +51,7 @@ def test_bhcl_warmup_keeps_its_share_of_the_schedule():
 
 @pytest.mark.slow
 def test_tiny_study_is_paired_deterministic_and_resumable(tmp_path):
-    proxy = _proxy()
+    proxy = load_script('benchmarks/crop_proxy.py')
     argv = ['--seeds', '0', '1', '--jobs', '1', '--epochs', '2', '--num-train', '24',
             '--num-val', '12', '--leaf-counts', '8', '1', '--work-dir', str(tmp_path / 'a')]
     summary = proxy.main(argv)

@@ -1,23 +1,14 @@
 """benchmarks/synthetic_ablation.py: equal-budget schedules, groups and intervals."""
-import importlib.util
 import os.path as osp
 
 import pytest
 from mmengine.config import Config
 
-from tests.conftest import REPO_ROOT
-
-
-def _ablation():
-    spec = importlib.util.spec_from_file_location(
-        'synthetic_ablation', osp.join(REPO_ROOT, 'benchmarks', 'synthetic_ablation.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.conftest import load_script
 
 
 def test_one_and_two_view_rows_get_the_same_iterations_and_lr_steps():
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
     runs = {}
     for name in ('baseline', '+decoupling+BHCL'):
         cfg = Config.fromfile(osp.join(abl.CFG_DIR, abl.VARIANTS[name][0]))
@@ -36,7 +27,7 @@ def test_one_and_two_view_rows_get_the_same_iterations_and_lr_steps():
 
 
 def test_head_and_tail_are_the_most_and_least_frequent_thirds():
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
     tree = dict(paths=['A', 'A/a1', 'A/a2', 'B', 'B/b1', 'B/b2', 'C', 'C/c1', 'C/c2'])
     counts = dict(a1=100, a2=3, b1=50, b2=7, c1=20, c2=9)
     groups = abl.head_tail_groups(tree, counts)
@@ -44,7 +35,7 @@ def test_head_and_tail_are_the_most_and_least_frequent_thirds():
 
 
 def test_summary_is_mean_sample_sd_and_student_t_interval():
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
     mean, sd, half = abl.summarise([0.1, 0.2, 0.3])
     assert mean == pytest.approx(0.2)
     assert sd == pytest.approx(0.1)
@@ -54,7 +45,7 @@ def test_summary_is_mean_sample_sd_and_student_t_interval():
 
 
 def test_simclr_row_needs_its_backbone_file_and_keys_reuse_on_it(tmp_path, capsys):
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
     row = '+decoupling, SimCLR backbone'
     assert abl.uses_simclr(row) and not abl.uses_simclr('+decoupling')
     with pytest.raises(SystemExit):
@@ -71,7 +62,7 @@ def test_simclr_row_needs_its_backbone_file_and_keys_reuse_on_it(tmp_path, capsy
 
 
 def test_label_fraction_and_mutdet_rows_train_on_fewer_images_for_the_same_iterations(tmp_path):
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
     init = tmp_path / 'init.pth'
     init.write_bytes(b'x')
     files = dict(mutdet_init=str(init))
@@ -93,12 +84,12 @@ def test_label_fraction_and_mutdet_rows_train_on_fewer_images_for_the_same_itera
 
 def _runs(values):
     """``{seed: result}`` with every column equal to ``values[seed]``."""
-    return {s: dict(metrics=dict.fromkeys((k for k, _ in _ablation().COLUMNS), v))
+    return {s: dict(metrics=dict.fromkeys((k for k, _ in load_script('benchmarks/synthetic_ablation.py').COLUMNS), v))
             for s, v in enumerate(values)}
 
 
 def test_welch_pairs_lists_the_pairs_welch_rejects():
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
     results = {'a': _runs([0.50, 0.52, 0.48]), 'b': _runs([0.30, 0.33, 0.29]),
                'c': _runs([0.47, 0.53, 0.41]), 'd': _runs([0.9])}
     lines = abl.welch_pairs(results)
@@ -111,7 +102,7 @@ def test_welch_pairs_lists_the_pairs_welch_rejects():
 
 
 def test_paired_lines_use_paired_t_on_the_common_seeds(tmp_path):
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
     ref = [0.40, 0.50, 0.60, 0.45]
     results = {'+decoupling': _runs(ref), 'x': _runs([r + d for r, d in
                                                        zip(ref, [0.02, 0.01, 0.03, 0.02])])}
@@ -130,7 +121,7 @@ def test_paired_lines_use_paired_t_on_the_common_seeds(tmp_path):
 
 
 def test_every_row_prepares_a_four_crop_run_with_the_same_iterations(tmp_path):
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
     init = tmp_path / 'init.pth'
     init.write_bytes(b'x')
     files = dict(mutdet_init=str(init), simclr_backbone=str(init))
@@ -146,7 +137,7 @@ def test_every_row_prepares_a_four_crop_run_with_the_same_iterations(tmp_path):
 
 
 def test_report_takes_reused_runs_and_keys_file_rows_on_the_recorded_file(tmp_path):
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
     simclr = '+decoupling, SimCLR backbone'
     work = tmp_path / 'work'
     here = work / 'runs' / f"{abl.VARIANTS_SLUG['+decoupling']}-seed1"
@@ -184,7 +175,7 @@ def _prepared(abl, name, tmp_path, iters=800, num_train=800, label_tree=None):
 
 def test_warmup_rescaled_for_both_detectors_through_one_path(tmp_path):
     """RHINO keeps its loss under bbox_head; its BHCL warm-up keeps its 1/12 share too."""
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
     shares = {}
     for name in ('+decoupling+BHCL', 'RHINO +decoupling+BHCL', '+decoupling+BHCL, one view',
                  'RHINO +decoupling+BHCL, one view'):
@@ -199,7 +190,7 @@ def test_warmup_rescaled_for_both_detectors_through_one_path(tmp_path):
 
 
 def test_one_view_rows_use_the_published_switches_on_four_images(tmp_path):
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
     for name in ('+decoupling+HCL, one view', '+decoupling+BHCL, one view',
                  'RHINO +decoupling+HCL, one view', 'RHINO +decoupling+BHCL, one view'):
         cfg = _prepared(abl, name, tmp_path)
@@ -217,7 +208,7 @@ def test_one_view_rows_use_the_published_switches_on_four_images(tmp_path):
 
 
 def test_grid_runs_on_the_hierarchical_tree(tmp_path):
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
 
     class Args:
         variants = seeds = task = None
@@ -244,7 +235,7 @@ def test_a_seed_gives_every_loss_arm_the_same_initial_weights(tmp_path):
     from mmengine.registry import init_default_scope
     from mmengine.runner import set_random_seed
     from mmrotate.registry import MODELS
-    abl = _ablation()
+    abl = load_script('benchmarks/synthetic_ablation.py')
     init_default_scope('mmrotate')
 
     def weights(name):

@@ -1,6 +1,5 @@
 """A corrupt PNG through tools/test.py and browse_dataset: the error names the
 file, what is wrong with it and the fix (not mmcv's bare 'failed to load image')."""
-import importlib.util
 import os
 import os.path as osp
 import shutil
@@ -12,7 +11,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from bhcl.datasets.image_check import UnreadableImageError
-from tests.conftest import REPO_ROOT, SMOKE_CONFIG
+from tests.conftest import REPO_ROOT, SMOKE_CONFIG, load_script
 
 sys.path.insert(0, osp.join(REPO_ROOT, 'tools'))
 import test as test_tool  # noqa: E402
@@ -52,10 +51,7 @@ def test_tools_test_names_the_corrupt_png(corrupt_val, tmp_path):
 
 def test_browse_dataset_names_the_corrupt_png(corrupt_val, tmp_path):
     data_root, bad = corrupt_val
-    path = osp.join(REPO_ROOT, 'tools', 'analysis_tools', 'browse_dataset.py')
-    spec = importlib.util.spec_from_file_location('analysis_browse_dataset', path)
-    browse = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(browse)
+    browse = load_script('tools/analysis_tools/browse_dataset.py')
     with pytest.raises(UnreadableImageError) as info:
         browse.main([SMOKE_CONFIG, '--phase', 'val', '--not-show', '--output-dir',
                      str(tmp_path / 'out'), '--cfg-options',
