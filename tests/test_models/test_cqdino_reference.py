@@ -3,8 +3,8 @@
 ``tests/data/reference/cqdino_reference.pt`` was written by
 ``tests/data/reference/make_cqdino_reference.py`` (see the .md beside it), which
 runs the authors' asymmetric loss, parent mask, training-time category
-selection (``CQDINO.loss``), tree feature update and one encoder fusion block
-on seeded inputs. bhcl's modules get the same inputs (and, for the fusion
+selection (``CQDINO.loss``), tree feature update, one encoder fusion block and
+the decoder's cross-attention to the categories on seeded inputs. bhcl's modules get the same inputs (and, for the fusion
 layer, the same weights mapped to bhcl's names) and must give the same
 numbers within 1e-5.
 """
@@ -14,7 +14,7 @@ import os.path as osp
 import pytest
 import torch
 
-from bhcl.models.layers import (CategoryImageFusionLayer, CategorySelection, gather_categories,
+from bhcl.models.layers import (CategoryCrossAttention, CategoryImageFusionLayer, CategorySelection, gather_categories,
                                 select_categories, selection_targets)
 from bhcl.models.layers.category_queries import tree_update
 from bhcl.models.losses import AsymmetricPresenceLoss
@@ -142,3 +142,21 @@ def test_fusion_layer_masks_padded_categories_where_the_authors_do_not(reference
     # image 1 has no padded categories: as the authors
     torch.testing.assert_close(image[1:], masked['visual_out'][1:], **TOL)
     assert (image[0] - masked['visual_out'][0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_decoder_category_cross_attention_equals_the_authors(reference, dtype):
+    ref = reference['decoder_cross_attention']
+    layer = CategoryCrossAttention(**ref['cfg'])
+    state = {name.replace('cross_attn_text.attn.', 'attn.').replace('norms.1.', 'norm.'): v
+             for name, v in ref['state'].items()}
+    layer.load_state_dict(state)
+    layer.to(dtype).eval()
+    out = layer(ref['query'].to(dtype), ref['categories'].to(dtype),
+                query_pos=ref['query_pos'].to(dtype), category_valid=ref['category_valid'])
+    torch.testing.assert_close(out.double(), ref['out'], **TOL)
+    # the padded categories of image 1 take no part: the same without them
+    n = int(ref['category_valid'][1].sum())
+    alone = layer(ref['query'][1:].to(dtype), ref['categories'][1:, :n].to(dtype),
+                  query_pos=ref['query_pos'][1:].to(dtype))
+    torch.testing.assert_close(out[1:], alone)

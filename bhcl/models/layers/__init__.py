@@ -1,3 +1,4 @@
+from .category_cross_attention import CategoryCrossAttention
 from .category_embeddings import CategoryEmbeddingsError, load_category_embeddings
 from .category_image_fusion import CategoryImageFusionLayer
 from .category_queries import CategoryQueries
@@ -14,7 +15,7 @@ from .rotated_deformable_attention import RotatedMultiScaleDeformableAttention
 from .rotated_dino_decoder import RotatedDeformableDecoderLayer, RotatedDinoTransformerDecoder
 
 __all__ = [
-    'BoxBiasedSelfAttention', 'CategoryEmbeddingsError', 'CategoryImageFusionLayer',
+    'BoxBiasedSelfAttention', 'CategoryCrossAttention', 'CategoryEmbeddingsError', 'CategoryImageFusionLayer',
     'CategoryQueries', 'CategorySelection', 'CategorySelector', 'gather_categories',
     'load_category_embeddings', 'select_categories', 'select_queries', 'selection_targets', 'DecoupledQueryDecoderLayer',
     'EmbeddingHead', 'MutualEnhancement', 'OrientedSamplingAttention', 'QueryBranch',

@@ -35,6 +35,13 @@ What runs, unchanged, from the authors' code (their fork of mmdet 3.x):
    4), its weights drawn at random (the layer-scale ``gamma`` too, so that the
    attention is not scaled down to 1e-4), in eval mode, with padded image tokens;
    once without and once with a category padding mask.
+6. The decoder's cross-attention to the selected categories: the forward of
+   ``GroundingDinoTransformerDecoderLayer`` (their
+   ``mmdet/models/layers/transformer/grounding_dino_layers.py``, the decoder
+   ``CQDINO`` builds) at 16 channels, 2 heads, with its self-attention,
+   deformable image cross-attention and FFN (and their norms) replaced by the
+   identity, so that its output is ``norms[1](cross_attn_text(...))``; random
+   weights, padded categories in one image.
 
 How the authors' files are loaded: each is executed as a module of the
 installed mmdet 3.x (``mmdet.models.detectors.cqdino`` and so on), so its
@@ -104,12 +111,14 @@ def load_authors(root: str) -> dict:
     sys.modules[f'{lm}.utils'] = utils
     vlfuse = _load('mmdet.models.utils.vlfuse_helper',
                    osp.join(root, 'mmdet/models/utils/vlfuse_helper.py'))
+    gdino = _load('mmdet.models.layers.transformer.grounding_dino_layers',
+                  osp.join(root, 'mmdet/models/layers/transformer/grounding_dino_layers.py'))
     _load('mmdet.models.layers.transformer.cqdino_layers',
           osp.join(root, 'mmdet/models/layers/transformer/cqdino_layers.py'))
     det = _load('mmdet.models.detectors.cqdino', osp.join(root, 'mmdet/models/detectors/cqdino.py'))
     tree = _load(f'{lm}.learnable_category_query_tree',
                  osp.join(root, 'mmdet/models/language_models/learnable_category_query_tree.py'))
-    return dict(det=det, tree=tree, vlfuse=vlfuse)
+    return dict(det=det, tree=tree, vlfuse=vlfuse, gdino=gdino)
 
 
 # ------------------------------------------------------------------ the tree
@@ -285,6 +294,39 @@ def fusion_case(vlfuse, mask_categories: bool) -> dict:
                          num_heads=FUSION_HEADS))
 
 
+class _Identity(nn.Module):
+    def forward(self, query, *args, **kwargs):
+        return query
+
+
+def decoder_case(gdino) -> dict:
+    g = torch.Generator().manual_seed(4)
+    dims, heads = 16, 2
+    layer = gdino.GroundingDinoTransformerDecoderLayer(
+        self_attn_cfg=dict(embed_dims=dims, num_heads=heads, dropout=0.0),
+        cross_attn_text_cfg=dict(embed_dims=dims, num_heads=heads, dropout=0.0),
+        cross_attn_cfg=dict(embed_dims=dims, num_heads=heads, num_levels=1, dropout=0.0),
+        ffn_cfg=dict(embed_dims=dims, feedforward_channels=32, ffn_drop=0.0)).eval()
+    layer.self_attn = layer.cross_attn = layer.ffn = _Identity()
+    for i in (0, 2, 3):
+        layer.norms[i] = _Identity()
+    state = {k: 0.5 * torch.randn(v.shape, generator=g) for k, v in layer.state_dict().items()}
+    state['norms.1.weight'] = 1 + state['norms.1.weight']
+    layer.load_state_dict(state)
+    layer.double()
+    query = torch.randn(2, 9, dims, generator=g).double()
+    query_pos = torch.randn(2, 9, dims, generator=g).double()
+    cats = torch.randn(2, 6, dims, generator=g).double()
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    valid[1, 4:] = False
+    with torch.no_grad():
+        out = layer(query=query, query_pos=query_pos, memory_text=cats,
+                    text_attention_mask=~valid)
+    return dict(state={k: v.double() for k, v in state.items()}, query=query,
+                query_pos=query_pos, categories=cats, category_valid=valid, out=out,
+                cfg=dict(embed_dims=dims, num_heads=heads))
+
+
 def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('root', nargs='?', default=os.environ.get('CQDINO_ROOT'),
@@ -311,7 +353,8 @@ def main(argv: Optional[list] = None) -> None:
         loss=loss_case(mods, parents, all_node_info),
         tree_features=tree_feature_case(mods['tree'], tree_info, levels, all_levels,
                                          len(parents)),
-        fusion=[fusion_case(mods['vlfuse'], False), fusion_case(mods['vlfuse'], True)])
+        fusion=[fusion_case(mods['vlfuse'], False), fusion_case(mods['vlfuse'], True)],
+        decoder_cross_attention=decoder_case(mods['gdino']))
     torch.save(ref, args.out)
     print(f'wrote {args.out}')
 
