@@ -185,6 +185,7 @@ def test_fusion_layer_contracts():
     torch.testing.assert_close(layer(image[1:], cats[1:], pad[1:])[1], ref)
     other = _fusion(9)
     other.load_state_dict(layer.state_dict())
-    torch.testing.assert_close(other.eval()(image, cats, pad, valid), layer(image, cats, pad, valid))
+    torch.testing.assert_close(other.eval()(image, cats, pad, valid),
+                               layer(image, cats, pad, valid))
     with pytest.raises(ValueError, match='divisible'):
         CategoryImageFusionLayer(image_dims=8, category_dims=8, embed_dims=30, num_heads=4)

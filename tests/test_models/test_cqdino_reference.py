@@ -4,9 +4,9 @@
 ``tests/data/reference/make_cqdino_reference.py`` (see the .md beside it), which
 runs the authors' asymmetric loss, parent mask, training-time category
 selection (``CQDINO.loss``), tree feature update, one encoder fusion block and
-the decoder's cross-attention to the categories on seeded inputs. bhcl's modules get the same inputs (and, for the fusion
-layer, the same weights mapped to bhcl's names) and must give the same
-numbers within 1e-5.
+the decoder's cross-attention to the categories on seeded inputs. bhcl's
+modules get the same inputs (and, for the attention layers, the same weights
+mapped to bhcl's names) and must give the same numbers within 1e-5.
 """
 import math
 import os.path as osp
@@ -14,8 +14,8 @@ import os.path as osp
 import pytest
 import torch
 
-from bhcl.models.layers import (CategoryCrossAttention, CategoryImageFusionLayer, CategorySelection, gather_categories,
-                                select_categories, selection_targets)
+from bhcl.models.layers import (CategoryCrossAttention, CategoryImageFusionLayer,
+                                gather_categories, select_categories, selection_targets)
 from bhcl.models.layers.category_queries import tree_update
 from bhcl.models.losses import AsymmetricPresenceLoss
 from bhcl.structures import LabelTree

@@ -67,6 +67,10 @@ import numpy as np
 import torch
 from torch import nn
 
+# the stand-ins for modules the authors import but the run never uses (raise if used)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from make_mutdet_reference import _StubModule  # noqa: E402
+
 OUT = osp.join(osp.dirname(osp.abspath(__file__)), 'cqdino_reference.pt')
 TOPK = 100            # hard-coded in LearnableCategoryQueryTree.generate
 FUSION_DIM, FUSION_EMBED, FUSION_HEADS = 16, 32, 4
@@ -74,24 +78,6 @@ CAT_DIM = 8           # width of the stand-in category features
 
 
 # ------------------------------------------------------------------ loading
-class _Unavailable:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __call__(self, *args, **kwargs):
-        raise RuntimeError(f'stub {self.name} was called: the reference run needs it')
-
-    def __getattr__(self, attr: str):
-        return _Unavailable(f'{self.name}.{attr}')
-
-
-class _StubModule(types.ModuleType):
-    def __getattr__(self, attr: str):
-        if attr.startswith('__'):
-            raise AttributeError(attr)
-        return _Unavailable(f'{self.__name__}.{attr}')
-
-
 def _load(name: str, path: str) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
