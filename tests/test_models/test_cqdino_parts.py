@@ -187,5 +187,21 @@ def test_fusion_layer_contracts():
     other.load_state_dict(layer.state_dict())
     torch.testing.assert_close(other.eval()(image, cats, pad, valid),
                                layer(image, cats, pad, valid))
+    # no valid category: the image tokens are only normalised
+    none = torch.zeros(1, 4, dtype=torch.bool)
+    torch.testing.assert_close(layer(image[:1], cats[:1], category_valid=none)[0],
+                               layer.norm_image(image[:1]))
     with pytest.raises(ValueError, match='divisible'):
         CategoryImageFusionLayer(image_dims=8, category_dims=8, embed_dims=30, num_heads=4)
+
+
+@pytest.mark.parametrize('cfg', [
+    dict(type='AsymmetricPresenceLoss', label_tree=tree_config('shiprs')),
+    dict(type='CategorySelector', topk=10, keep_gt=True),
+    dict(type='CategoryImageFusionLayer', image_dims=16, category_dims=16, embed_dims=32),
+    dict(type='CategoryCrossAttention', embed_dims=16, num_heads=2),
+])
+def test_parts_build_from_the_registry(cfg):
+    from mmrotate.registry import MODELS
+    module = MODELS.build(cfg)
+    assert type(module).__name__ == cfg['type']

@@ -90,9 +90,15 @@ class CategoryImageFusionLayer(nn.Module):
             to_image = to_image.masked_fill(image_padding[:, None, None, :], neg)
         if category_valid is not None:
             logits = logits.masked_fill(~category_valid[:, None, None, :], neg)
+        attn_cat, attn_img = logits.softmax(-1), to_image.softmax(-1)
+        # an image without any valid category (or all padding) gets no update, not a mean
+        if category_valid is not None:
+            attn_cat = attn_cat * category_valid[:, None, None, :].to(attn_cat.dtype)
+        if image_padding is not None:
+            attn_img = attn_img * ~image_padding[:, None, None, :]
         drop = self.dropout if self.training else 0.0
-        attn_cat = F.dropout(logits.softmax(-1), drop, self.training)
-        attn_img = F.dropout(to_image.softmax(-1), drop, self.training)
+        attn_cat = F.dropout(attn_cat, drop, self.training)
+        attn_img = F.dropout(attn_img, drop, self.training)
         out_image = (attn_cat @ self._heads(self.category_value(categories)))
         out_cat = (attn_img @ self._heads(self.image_value(image)))
         out_image = self.image_out(out_image.transpose(1, 2).reshape(b, n, -1))
