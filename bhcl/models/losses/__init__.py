@@ -1,3 +1,4 @@
+from .asymmetric_presence_loss import AsymmetricPresenceLoss
 from .contrastive_alignment import ContrastiveAlignmentLoss
 from .hcl_loss import HierarchicalContrastiveLoss, build_contrastive_losses
 from .prototype_bank import (ClassifierPrototypeBank, EMAPrototypeBank,
@@ -5,7 +6,8 @@ from .prototype_bank import (ClassifierPrototypeBank, EMAPrototypeBank,
 from .rotated_iou_loss import RotatedIoULossWithFallback
 
 __all__ = [
-    'ContrastiveAlignmentLoss', 'HierarchicalContrastiveLoss', 'PrototypeBank',
+    'AsymmetricPresenceLoss', 'ContrastiveAlignmentLoss', 'HierarchicalContrastiveLoss',
+    'PrototypeBank',
     'EMAPrototypeBank', 'LearnablePrototypeBank', 'ClassifierPrototypeBank',
     'RotatedIoULossWithFallback', 'build_contrastive_losses'
 ]

@@ -214,7 +214,8 @@ def test_ema_update_closed_form_per_level():
     assert seen2.all()
 
 
-@pytest.mark.parametrize('relpath', ['bhcl/models/losses/functional.py', 'bhcl/utils/dist.py'])
+@pytest.mark.parametrize('relpath', ['bhcl/models/losses/functional.py', 'bhcl/utils/dist.py',
+                                     'bhcl/models/losses/presence.py'])
 def test_framework_free(repo_root, relpath):
     """The maths and the collectives load with every mm* package blocked."""
     code = f'''
