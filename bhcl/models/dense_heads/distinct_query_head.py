@@ -30,8 +30,8 @@ from mmrotate.registry import MODELS, TASK_UTILS
 from mmrotate.structures.bbox import distance2obb, rbbox_overlaps
 from torch import Tensor, nn
 
-from bhcl.models.layers.rbox_ops import boxes_to_xyzrt
 from bhcl.ops.nms_rotated import batched_nms_rotated_exact
+from bhcl.structures.box_coding import boxes_to_xyzrt
 
 Candidates = Tuple[Tensor, Tensor, Tensor]  # scores (n, K), boxes (n, 5), location ids (n,)
 

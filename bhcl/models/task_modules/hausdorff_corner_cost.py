@@ -13,18 +13,9 @@ from mmengine.structures import InstanceData
 from mmrotate.registry import TASK_UTILS
 from torch import Tensor
 
-from bhcl.ops.rotated_iou import box_corners
-from bhcl.structures.geometry import box_tensor
+from bhcl.structures.box_coding import box_tensor, rbox_corners
 
 BOX_FORMATS = ('xywht', 'qbox')
-
-
-def rbox_corners(boxes: Tensor) -> Tensor:
-    """(..., 5) boxes ``(cx, cy, w, h, t)``, t in radians -> (..., 4, 2) corners.
-
-    Any angle convention works: the corners are those of the box rotated by t.
-    """
-    return box_corners(boxes[..., :2], boxes[..., 2:])
 
 
 def pairwise_corner_hausdorff(corners1: Tensor, corners2: Tensor) -> Tensor:
