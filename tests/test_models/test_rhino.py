@@ -76,7 +76,8 @@ def total(losses):
 
 
 def decoupled_decoder():
-    return dict(CFG['decoder'], decoupled=True)
+    return dict(CFG['decoder'], layer_cfg=dict(CFG['decoder']['layer_cfg'],
+                                                type='DecoupledRotatedDecoderLayer'))
 
 
 @pytest.mark.parametrize('decoupled', [False, True])
