@@ -13,7 +13,7 @@ from mmengine.structures import InstanceData
 from mmrotate.registry import TASK_UTILS
 from torch import Tensor
 
-from bhcl.structures.box_coding import box_tensor, rbox_corners
+from bhcl.structures.box_coding import box_tensor, normalize_rboxes, rbox_corners
 
 BOX_FORMATS = ('xywht', 'qbox')
 
@@ -59,9 +59,8 @@ def corner_hausdorff_cost(boxes1: Tensor, boxes2: Tensor, img_shape: Optional[Se
     two agree on square images.
     """
     if img_shape is not None and scale_boxes and box_format == 'xywht':
-        h, w = img_shape[:2]
-        scale = boxes1.new_tensor([w, h, w, h, 1.0])
-        boxes1, boxes2, img_shape = boxes1 / scale, boxes2 / scale, None
+        boxes1, boxes2 = normalize_rboxes(boxes1, img_shape), normalize_rboxes(boxes2, img_shape)
+        img_shape = None
     corners1 = boxes_to_corners(boxes1, box_format)
     corners2 = boxes_to_corners(boxes2, box_format)
     if img_shape is not None:
