@@ -131,10 +131,11 @@ class RotatedDinoTransformerDecoder(DinoTransformerDecoder):
     """DINO's decoder on rotated reference boxes (see the module docstring).
     ``layer_cfg.type`` picks the layer: baseline or decoupled queries."""
 
-    def __init__(self, *args, query_pos_angle: bool = False, **kwargs) -> None:
-        self.layer_type = decoder_layer_type(kwargs)
+    def __init__(self, num_layers: int, layer_cfg: dict, query_pos_angle: bool = False,
+                 **kwargs) -> None:
+        self.layer_type = decoder_layer_type(dict(kwargs, layer_cfg=layer_cfg))
         self.query_pos_angle = query_pos_angle
-        super().__init__(*args, **kwargs)
+        super().__init__(num_layers=num_layers, layer_cfg=layer_cfg, **kwargs)
 
     @property
     def decoupled(self) -> bool:
