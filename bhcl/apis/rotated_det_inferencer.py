@@ -24,7 +24,7 @@ import numpy as np
 
 from ..datasets.formats import IMG_SUFFIXES
 from ..engine.checkpoint_io import describe_mismatch, state_dict_mismatch
-from ..structures.geometry import box_tensor
+from ..structures.box_coding import box_tensor
 from ..structures.label_tree import LabelTree
 from .tree_detections import TreeDetections, level_scores
 

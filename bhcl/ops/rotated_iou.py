@@ -21,25 +21,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Offsets of the corners in units of (w, h), in polygon order.
-_CORNER_SIGNS = ((-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5))
+from bhcl.structures.box_coding import rbox_corners
 
 
 def _tolerance(dtype: torch.dtype) -> float:
     """Relative tolerance of the inside / on-segment tests for ``dtype``."""
     return 8 * torch.finfo(dtype).eps
-
-
-def box_corners(centre: Tensor, wht: Tensor) -> Tensor:
-    """(..., 2) centres and (..., 3) ``(w, h, t)`` (t in radians, clockwise on screen)
-    -> (..., 4, 2) corners in polygon order."""
-    signs = wht.new_tensor(_CORNER_SIGNS)
-    dx = signs[:, 0] * wht[..., :1]
-    dy = signs[:, 1] * wht[..., 1:2]
-    cos, sin = torch.cos(wht[..., 2:3]), torch.sin(wht[..., 2:3])
-    x = centre[..., :1] + dx * cos - dy * sin
-    y = centre[..., 1:2] + dx * sin + dy * cos
-    return torch.stack([x, y], dim=-1)
 
 
 def _inside(points: Tensor, centre: Tensor, wht: Tensor, tol: Tensor) -> Tensor:
@@ -112,8 +99,8 @@ def _intersection_area(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     # Work in a frame centred on box 1: large image coordinates cancel exactly
     # instead of costing float32 precision in every corner.
     offset = boxes2[:, :2] - boxes1[:, :2]
-    corners1 = box_corners(torch.zeros_like(offset), boxes1[:, 2:])
-    corners2 = box_corners(offset, boxes2[:, 2:])
+    corners1 = rbox_corners(torch.cat([torch.zeros_like(offset), boxes1[:, 2:]], dim=1))
+    corners2 = rbox_corners(torch.cat([offset, boxes2[:, 2:]], dim=1))
     rtol = _tolerance(boxes1.dtype)
     with torch.no_grad():
         scale = torch.cat([boxes1[:, 2:4], boxes2[:, 2:4]], dim=1).detach().abs().amax(1)

@@ -10,7 +10,7 @@ duplicates with rotated NMS.
 
 Boxes are ``(cx, cy, w, h, t)`` in pixels (continuous coordinates: pixel
 ``i`` covers ``[i, i + 1)``), ``t`` in radians, clockwise-positive on screen,
-written in le90 (``bhcl.structures.geometry.regularize_le90``).
+written in le90 (``bhcl.structures.box_coding.regularize_le90``).
 """
 from __future__ import annotations
 

@@ -1,15 +1,11 @@
 """Numpy conversions between 4-point polygons and rotated boxes.
 
-Rotated boxes are ``(cx, cy, w, h, t)`` with ``t`` in radians, image
-coordinates (y down), and a positive ``t`` rotating clockwise on screen, as
-mmcv's ``box_iou_rotated`` and mmrotate's ``RotatedBoxes`` expect. The ``le90``
-convention keeps ``w >= h`` and ``t`` in ``[-pi/2, pi/2)``, matching
-``mmrotate.structures.RotatedBoxes.regularize_boxes('le90')``; ``regularize_le90``
-is its only implementation in bhcl (numpy and torch).
+Rotated boxes are ``(cx, cy, w, h, t)`` as in :mod:`bhcl.structures.box_coding`
+(radians, image coordinates, positive ``t`` clockwise on screen), written in
+le90 by its :func:`~bhcl.structures.box_coding.regularize_le90`.
 
-Plain numpy + OpenCV (no mm* imports; torch only for tensor inputs) so that
-data tools, the synthetic generator, the metric and the model share one
-definition.
+Plain numpy + OpenCV (no mm* imports) for the data tools, the synthetic
+generator and the metric, which read and write annotation polygons.
 """
 from __future__ import annotations
 
@@ -18,51 +14,7 @@ from typing import List, Sequence
 import cv2
 import numpy as np
 
-
-def box_tensor(boxes):
-    """The plain (n, 5) tensor of an mmrotate box object (``RotatedBoxes``: its
-    ``.tensor``), or ``boxes`` itself when it already is one."""
-    return boxes.tensor if hasattr(boxes, 'tensor') else boxes
-
-
-def _regularize_long_edge(boxes, start: float):
-    """``w >= h`` (a square is swapped too) and ``t`` in ``[start, start + pi)``."""
-    if isinstance(boxes, np.ndarray):
-        where = np.where
-        stack = lambda parts: np.stack(parts, axis=-1)  # noqa: E731
-    else:  # a torch tensor; imported lazily so data tools need no torch
-        import torch
-        where = torch.where
-        stack = lambda parts: torch.stack(parts, dim=-1)  # noqa: E731
-    x, y, w, h, t = (boxes[..., i] for i in range(5))
-    wider = w > h
-    t = where(wider, t, t + np.pi / 2)
-    t = (t - start) % np.pi + start if start else t % np.pi  # Python-style modulo
-    return stack([x, y, where(wider, w, h), where(wider, h, w), t])
-
-
-def regularize_le90(boxes):
-    """(..., 5) boxes ``(cx, cy, w, h, t)`` -> the same boxes written in le90.
-
-    The one le90 rule of the project, for numpy arrays and torch tensors alike
-    (same type, shape and dtype out; differentiable for tensors): ``w >= h``
-    and ``t`` in ``[-pi/2, pi/2)``. When ``w <= h`` the sides are swapped and
-    ``t`` turned by ``pi/2``; a square (``w == h``) is swapped too, exactly as
-    ``mmrotate.structures.RotatedBoxes.regularize_boxes('le90')`` does, so
-    boxes from mmrotate transforms and ours agree bit for bit.
-    """
-    return _regularize_long_edge(boxes, -np.pi / 2)
-
-
-def regularize_long_edge(boxes):
-    """(..., 5) boxes ``(cx, cy, w, h, t)`` -> long edge first, ``t`` in ``[0, pi)``.
-
-    RHINO's box convention (``RotatedBoxes.regularize_boxes(width_longer=True,
-    start_angle=0)``), same rules as :func:`regularize_le90`: ``w <= h`` swaps
-    the sides (a square too) and turns t by pi/2, then ``t mod pi``. Not
-    idempotent on squares (each call turns them by pi/2 again): apply it once.
-    """
-    return _regularize_long_edge(boxes, 0.0)
+from .box_coding import regularize_le90
 
 
 def regularize_rboxes(rboxes: np.ndarray) -> np.ndarray:

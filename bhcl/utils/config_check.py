@@ -17,7 +17,8 @@ module that reads that part of the config accepts:
   takes the keys the module declares in its ``CONFIG_DICT_KEYS`` attribute;
 * list elements are addressed by index (``pipeline.2.scale``).
 
-Any other missing key is an error naming it and the closest existing keys.
+Any other missing key is an error naming it and the closest existing keys; a
+key bhcl retired (``RETIRED_KEYS``) is an error saying what to write instead.
 So is a top-level variable of the config file (``data_root``, ``max_epochs``)
 that was copied into keys of the same name when the file was read: setting it
 would change nothing, the error names the keys to set instead. A key written ``+key=value`` is merged without the check: the documented way
@@ -38,6 +39,12 @@ _RUNNER_CFG_KEYS = ('sync_bn', 'find_unused_parameters', 'activation_checkpointi
 # keys read by mmengine's Runner from untyped top-level dicts
 _ENV_CFG_KEYS = ('cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_limit')
 _AUTO_SCALE_LR_KEYS = ('enable', 'base_batch_size')
+# keys bhcl no longer reads -> what to write instead
+RETIRED_KEYS = {
+    'model.decoder.decoupled': (
+        "decoupling is the decoder layer type: set model.decoder.layer_cfg.type="
+        "DecoupledRotatedDecoderLayer (RHINO) or DecoupledQueryDecoderLayer (OrientedFormer)"),
+}
 
 
 class ConfigKeyError(ValueError):
@@ -75,6 +82,8 @@ def apply_cfg_options(cfg, options: Optional[Mapping[str, object]]):
 def key_problem(cfg, key: str) -> Optional[str]:
     """``None`` if ``--cfg-options key=...`` sets something ``cfg`` has or its
     reader accepts; otherwise a one-line error naming the key and suggestions."""
+    if key in RETIRED_KEYS:
+        return f'--cfg-options {key}: no longer an option; {RETIRED_KEYS[key]}'
     root = cfg._cfg_dict if hasattr(cfg, '_cfg_dict') else cfg
     return _check(root, key, suggest=True)
 

@@ -3,4 +3,4 @@
 # FFN around the same reference box.
 _base_ = ['./rhino_r50_4xb2-36e_fair1m-v2.py']
 
-model = dict(decoder=dict(decoupled=True))
+model = dict(decoder=dict(layer_cfg=dict(type='DecoupledRotatedDecoderLayer')))

@@ -2,4 +2,4 @@
 # share the self-attention and have their own rotated cross-attention and FFN.
 _base_ = ['./rhino_r18_1xb4-12e_synthetic.py']
 
-model = dict(decoder=dict(decoupled=True))
+model = dict(decoder=dict(layer_cfg=dict(type='DecoupledRotatedDecoderLayer')))

@@ -6,12 +6,12 @@ import pytest
 import shapely
 
 from bhcl.evaluation.functional import pairwise_iou, poly_iou_aligned, rbox_iou_aligned
-from bhcl.evaluation.functional.rotated_iou import _mmcv_box_iou_rotated
+from bhcl.ops.kernel_dispatch import mmcv_kernel_runs
 from bhcl.structures.geometry import rbox_to_poly
 from tests.conftest import DATA_DIR
 
 REF = json.load(open(osp.join(DATA_DIR, 'eval', 'mmcv_iou_reference.json')))
-needs_mmcv = pytest.mark.skipif(_mmcv_box_iou_rotated() is None,
+needs_mmcv = pytest.mark.skipif(not mmcv_kernel_runs('box_iou_rotated', 'cpu'),
                                 reason='mmcv ops (box_iou_rotated) not built')
 
 

@@ -9,10 +9,10 @@ from torch.testing import assert_close
 
 import bhcl.models  # noqa: F401
 from bhcl.models.dense_heads import DistinctQueryHead
-from bhcl.models.layers.rbox_ops import boxes_to_xyzrt
 from bhcl.models.task_modules.rotated_bbox_l1_cost import RotatedBBoxL1Cost
 from bhcl.models.task_modules.topk_hungarian_rotated_assigner import \
     TopkHungarianRotatedAssigner
+from bhcl.structures.box_coding import boxes_to_xyzrt
 
 STRIDES = (4, 8, 16, 32, 64)
 

@@ -8,10 +8,10 @@ from scipy.linalg import sqrtm
 from torch.testing import assert_close
 
 from bhcl.models.layers import (DecoupledQueryDecoderLayer, OrientedSamplingAttention,
-                                QueryDecoderLayer, boxes_to_xyzrt, gaussian_position_encoding,
-                                gaussian_similarity, refine_xyzrt, regularize_le90,
-                                xyzrt_to_boxes)
+                                QueryDecoderLayer, gaussian_position_encoding,
+                                gaussian_similarity)
 from bhcl.models.layers.oriented_sampling_attention import level_weights
+from bhcl.structures.box_coding import boxes_to_xyzrt
 
 STRIDES = (4, 8, 16, 32, 64)
 
@@ -20,26 +20,6 @@ def random_boxes(n, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.cat([torch.rand(n, 2, generator=g) * 100, 4 + torch.rand(n, 2, generator=g) * 40,
                       (torch.rand(n, 1, generator=g) - 0.5) * math.pi], dim=1).double()
-
-
-def test_regularize_le90():
-    boxes = torch.tensor([[0., 0., 2., 4., 0.3], [0., 0., 4., 2., 1.8], [0., 0., 3., 3., 0.2]])
-    # a square is swapped and turned by pi/2, as mmrotate and the published decoder do
-    assert_close(regularize_le90(boxes), torch.tensor([[0., 0., 4., 2., 0.3 + math.pi / 2 - math.pi],
-                                                       [0., 0., 4., 2., 1.8 - math.pi],
-                                                       [0., 0., 3., 3., 0.2 + math.pi / 2 - math.pi]]))
-
-
-def test_xyzrt_round_trip_and_refinement():
-    boxes = regularize_le90(random_boxes(20))
-    xyzrt = boxes_to_xyzrt(boxes)
-    assert_close(xyzrt[:, 2], torch.log2((boxes[:, 2] * boxes[:, 3]).sqrt()))
-    assert_close(xyzrt_to_boxes(xyzrt), boxes)
-    delta = torch.tensor([0.5, -0.25, 1.0, 0.0, 0.1], dtype=torch.float64)
-    new = refine_xyzrt(xyzrt, delta.expand(20, 5))
-    size = (boxes[:, 2] * boxes[:, 3]).sqrt()
-    assert_close(new[:, 0], boxes[:, 0] + 0.5 * size)           # moves in units of 2^z
-    assert_close(xyzrt_to_boxes(new)[:, 2:4], 2 * boxes[:, 2:4])  # dz = 1 doubles both sides
 
 
 def slow_similarity(b1, b2):

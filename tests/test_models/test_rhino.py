@@ -76,7 +76,8 @@ def total(losses):
 
 
 def decoupled_decoder():
-    return dict(CFG['decoder'], decoupled=True)
+    return dict(CFG['decoder'], layer_cfg=dict(CFG['decoder']['layer_cfg'],
+                                                type='DecoupledRotatedDecoderLayer'))
 
 
 @pytest.mark.parametrize('decoupled', [False, True])
@@ -191,7 +192,7 @@ def test_hcl_on_the_matched_classification_queries_of_every_layer(balanced):
 
 
 def test_joint_dn_matching_gives_background_to_positives_a_matching_query_beats():
-    from bhcl.models.layers.rotated_cdn import normalize_gt_rboxes
+    from bhcl.structures.box_coding import normalize_gt_rboxes
     head = build(bbox_head=dict(CFG['bbox_head'], dn_joint_matching=True)).bbox_head
     meta = dict(img_shape=(96, 128))
     gt_boxes = torch.tensor([[30., 30, 30, 10, 0.3], [90, 60, 40, 14, 1.2]])

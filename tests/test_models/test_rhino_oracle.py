@@ -18,12 +18,12 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 from mmrotate.registry import MODELS
 
-from bhcl.models.dense_heads.rotated_dino_head import denormalize_rboxes, dn_group_hungarian
-from bhcl.models.layers.rotated_cdn import normalize_gt_rboxes
+from bhcl.models.dense_heads.rotated_dino_head import dn_group_hungarian
 from bhcl.models.published_rhino import (PublishedModelError, convert_published_rhino_config,
                                          convert_published_rhino_state_dict,
                                          load_state_dict_strict)
-from bhcl.structures.geometry import regularize_long_edge
+from bhcl.structures.box_coding import (denormalize_rboxes, normalize_gt_rboxes,
+                                        regularize_long_edge)
 from tests.conftest import REPO_ROOT
 from tests.oracle import assert_close, assert_same_detections_as_oracle, image_samples
 

@@ -127,3 +127,51 @@ def test_decoupled_layer_streams_meet_only_in_the_self_attention():
             assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.parameters())
         for m in (layer.cross_attn[own], layer.ffn[own], layer.self_attn):
             assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+def test_the_layer_type_chosen_in_the_config_decides_decoupling():
+    baseline = decoder()
+    assert all(type(layer) is RotatedDeformableDecoderLayer for layer in baseline.layers)
+    assert not baseline.decoupled and baseline.loc_norm is None
+    decoupled = RotatedDinoTransformerDecoder(
+        num_layers=2, return_intermediate=True, post_norm_cfg=None,
+        layer_cfg=dict(LAYER, type='DecoupledRotatedDecoderLayer'))
+    assert all(type(layer) is DecoupledRotatedDecoderLayer for layer in decoupled.layers)
+    assert decoupled.decoupled and decoupled.loc_norm is not None
+    assert decoupled.embed_dims == C
+    query = torch.randn(2, 5, 2 * C)
+    cls, loc = decoupled.layers[0].split(query)
+    assert torch.equal(cls, query[..., :C]) and torch.equal(loc, query[..., C:])
+    assert torch.equal(decoupled._loc(query), query[..., C:])
+    with pytest.raises(ValueError, match="'RotatedMultiScaleDeformableAttention' is not a RHINO"):
+        RotatedDinoTransformerDecoder(num_layers=1, layer_cfg=dict(
+            LAYER, type='RotatedMultiScaleDeformableAttention'))
+
+
+def test_the_retired_decoupled_flag_says_what_to_write(repo_root):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmrotate.registry import MODELS
+    fix = "model.decoder.layer_cfg.type='DecoupledRotatedDecoderLayer'"
+    with pytest.raises(ValueError, match=r'decoupled=True is no longer an option.*' + fix):
+        decoder(decoupled=True)
+    cfg = Config.fromfile(f'{repo_root}/configs/synthetic/rhino_r18_1xb4-12e_synthetic.py')
+    cfg.model.decoder.decoupled = True
+    init_default_scope('mmrotate')
+    with pytest.raises(ValueError, match=fix):
+        MODELS.build(cfg.model)
+
+
+def test_decoupled_layer_keeps_its_checkpoint_key_names():
+    """Published checkpoints convert to these names; changing them needs a key migration."""
+    layer = DecoupledRotatedDecoderLayer(**LAYER)
+    attn = ['sampling_offsets', 'attention_weights', 'value_proj', 'output_proj']
+    expected = (['self_attn.attn.in_proj_weight', 'self_attn.attn.in_proj_bias',
+                 'self_attn.attn.out_proj.weight', 'self_attn.attn.out_proj.bias',
+                 'self_norm.weight', 'self_norm.bias']
+                + [f'cross_attn.{i}.{m}.{p}' for i in range(2) for m in attn
+                   for p in ('weight', 'bias')]
+                + [f'ffn.{i}.layers.{j}.{p}' for i in range(2) for j in ('0.0', '1')
+                   for p in ('weight', 'bias')]
+                + [f'norms.{i}.{p}' for i in range(4) for p in ('weight', 'bias')])
+    assert list(layer.state_dict()) == expected

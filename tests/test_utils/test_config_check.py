@@ -121,6 +121,14 @@ def test_rhino_declares_its_test_cfg():
     assert 'internal_nodes' in key_problem(cfg, 'model.test_cfg.internal_nodes')
 
 
+def test_retired_decoupled_flag_says_what_to_write():
+    cfg = Config.fromfile(RHINO_SMOKE_CONFIG)
+    msg = key_problem(cfg, 'model.decoder.decoupled')
+    assert 'no longer an option' in msg
+    assert 'model.decoder.layer_cfg.type=DecoupledRotatedDecoderLayer' in msg
+    assert key_problem(cfg, 'model.decoder.layer_cfg.type') is None
+
+
 @pytest.mark.parametrize('config', [
     SMOKE_CONFIG, BHCL_SMOKE_CONFIG, RHINO_SMOKE_CONFIG,
     osp.join(CONFIG_DIR, 'mutdet', 'mutdet-pretrain_orientedformer-r18_1xb4-12e_synthetic.py'),

@@ -146,14 +146,6 @@ def poly_iou_aligned(polys1: np.ndarray, polys2: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def _mmcv_box_iou_rotated():
-    try:
-        from mmcv.ops import box_iou_rotated
-    except (ImportError, OSError):
-        return None
-    return box_iou_rotated
-
-
 def rbox_iou_aligned(boxes1: np.ndarray, boxes2: np.ndarray,
                      backend: str = 'auto') -> np.ndarray:
     """IoU of aligned rotated-box pairs (P, 5) each -> (P,).
@@ -162,24 +154,29 @@ def rbox_iou_aligned(boxes1: np.ndarray, boxes2: np.ndarray,
         backend: ``'mmcv'`` uses mmcv's ``box_iou_rotated`` (float32, the
             op mmrotate's ``eval_rbbox_map`` uses, so thresholds see the same
             numbers); ``'numpy'`` intersects the rectangles exactly in
-            float64; ``'auto'`` takes mmcv when its ops are built.
+            float64; ``'auto'`` takes mmcv where its kernel runs
+            (:func:`bhcl.ops.kernel_dispatch.use_mmcv_kernel`).
     """
     boxes1 = np.asarray(boxes1).reshape(-1, 5)
     boxes2 = np.asarray(boxes2).reshape(-1, 5)
     if backend not in ('auto', 'mmcv', 'numpy'):
         raise ValueError(f"backend must be 'auto', 'mmcv' or 'numpy', got {backend!r}")
-    op = None if backend == 'numpy' else _mmcv_box_iou_rotated()
-    if op is None and backend == 'mmcv':
+    if backend == 'numpy':
+        return poly_iou_aligned(rbox_to_poly(boxes1), rbox_to_poly(boxes2))
+    import torch
+
+    from bhcl.ops.kernel_dispatch import mmcv_kernel_runs, use_mmcv_kernel
+    t1 = torch.from_numpy(np.ascontiguousarray(boxes1, dtype=np.float32))
+    t2 = torch.from_numpy(np.ascontiguousarray(boxes2, dtype=np.float32))
+    if backend == 'mmcv' and not mmcv_kernel_runs('box_iou_rotated', 'cpu'):
         raise ImportError("backend='mmcv' needs mmcv built with ops (mmcv.ops.box_iou_rotated)")
-    if op is None:
+    if not use_mmcv_kernel('box_iou_rotated', t1, 'mmcv' if backend == 'mmcv' else 'auto'):
         return poly_iou_aligned(rbox_to_poly(boxes1), rbox_to_poly(boxes2))
     if len(boxes1) == 0:
         return np.zeros(0, dtype=np.float32)
-    import torch
+    from mmcv.ops import box_iou_rotated
     with torch.no_grad():
-        iou = op(torch.from_numpy(np.ascontiguousarray(boxes1, dtype=np.float32)),
-                 torch.from_numpy(np.ascontiguousarray(boxes2, dtype=np.float32)),
-                 aligned=True)
+        iou = box_iou_rotated(t1, t2, aligned=True)
     return iou.numpy()
 
 

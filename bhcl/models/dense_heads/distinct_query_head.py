@@ -30,8 +30,9 @@ from mmrotate.registry import MODELS, TASK_UTILS
 from mmrotate.structures.bbox import distance2obb, rbbox_overlaps
 from torch import Tensor, nn
 
-from bhcl.models.layers.rbox_ops import boxes_to_xyzrt
+from bhcl.ops.kernel_dispatch import use_mmcv_kernel
 from bhcl.ops.nms_rotated import batched_nms_rotated_exact
+from bhcl.structures.box_coding import boxes_to_xyzrt
 
 Candidates = Tuple[Tensor, Tensor, Tensor]  # scores (n, K), boxes (n, 5), location ids (n,)
 
@@ -232,10 +233,10 @@ class DistinctQueryHead(BaseModule):
         if len(boxes) == 0:
             return candidates
         best = (scores.max(-1).values if key is None else key).detach()
-        if boxes.is_cuda:
+        if use_mmcv_kernel('nms_rotated', boxes):
             _, keep = batched_nms(boxes.detach(), best, torch.ones_like(ids),
                                   dict(type='nms_rotated', iou_threshold=self.nms_iou))
-        else:  # the same kept set as mmcv's CPU kernel, without its O(kept x n) pairs
+        else:  # the same kept set as mmcv's kernel, without its O(kept x n) pairs
             keep = batched_nms_rotated_exact(boxes.detach(), best, torch.ones_like(ids),
                                              self.nms_iou)
         return scores[keep], boxes[keep], ids[keep]

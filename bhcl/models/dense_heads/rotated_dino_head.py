@@ -26,16 +26,9 @@ from mmrotate.structures.bbox import RotatedBoxes
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from bhcl.models.layers.rotated_cdn import normalize_gt_rboxes
 from bhcl.models.losses.hcl_loss import build_contrastive_losses
-from bhcl.structures.geometry import box_tensor, regularize_long_edge
-
-
-def denormalize_rboxes(boxes: Tensor, img_shape) -> Tensor:
-    """(..., 5) ``(cx, cy, w, h, t / pi)`` in [0, 1] -> pixels, t in radians."""
-    h, w = img_shape[:2]
-    return torch.cat([boxes[..., :4] * boxes.new_tensor([w, h, w, h]),
-                      boxes[..., 4:] * math.pi], dim=-1)
+from bhcl.structures.box_coding import (box_tensor, denormalize_rboxes, normalize_gt_rboxes,
+                                        regularize_long_edge)
 
 
 def dn_group_hungarian(dn_cost: Tensor, match_cost: Tensor) -> Tensor:

@@ -14,10 +14,10 @@ from mmrotate.registry import MODELS, TASK_UTILS
 from mmrotate.structures.bbox import RotatedBoxes
 from torch import Tensor, nn
 
-from bhcl.models.layers.rbox_ops import refine_xyzrt, regularize_le90, xyzrt_to_boxes
 from bhcl.models.losses.hcl_loss import build_contrastive_losses
-from bhcl.models.task_modules.rotated_bbox_l1_cost import check_angle_version, normalize_rboxes
 from bhcl.structures import LabelTree
+from bhcl.structures.box_coding import (check_angle_version, normalize_rboxes, refine_xyzrt,
+                                        regularize_le90, xyzrt_to_boxes)
 from bhcl.utils.class_order import guard_class_order
 
 

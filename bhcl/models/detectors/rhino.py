@@ -12,8 +12,9 @@ Differences from mmdet's :class:`DINO`:
 - two-stage query selection keeps DINO's axis-aligned square proposals; their
   angle starts at t / pi = 0.5 (logit 0), as RHINO's;
 - ``label_tree``: the classes are the tree's nodes, inference keeps the leaves;
-- ``decoder=dict(decoupled=True)``: the BHCL paper's decoupled queries
-  (:class:`DecoupledRotatedDecoderLayer`): classification and localisation halves
+- ``decoder=dict(layer_cfg=dict(type='DecoupledRotatedDecoderLayer'))``: the BHCL
+  paper's decoupled queries (a decoder layer type, as on OrientedFormer):
+  classification and localisation halves
   share the self-attention, each has its own cross-attention and FFN around the
   same reference box; classes from the first half, box refinement from the
   second. Matching queries get a learnt localisation half
@@ -38,7 +39,8 @@ from mmrotate.registry import MODELS
 from torch import Tensor, nn
 
 from bhcl.models.layers.rotated_cdn import RotatedCdnQueryGenerator
-from bhcl.models.layers.rotated_dino_decoder import RotatedDinoTransformerDecoder
+from bhcl.models.layers.rotated_dino_decoder import (RotatedDinoTransformerDecoder,
+                                                     decoder_layer_type)
 from bhcl.structures import LabelTree
 from bhcl.utils.class_order import guard_class_order
 
@@ -65,7 +67,7 @@ class RHINO(DINO):
         if self.label_tree is not None:
             kwargs['bbox_head'] = dict(kwargs['bbox_head'],
                                        num_classes=self.label_tree.num_classes)
-        self.decoupled = bool(kwargs.get('decoder', {}).get('decoupled', False))
+        self.decoupled = decoder_layer_type(kwargs.get('decoder', {})).num_streams == 2
         kwargs['bbox_head'] = dict(kwargs['bbox_head'], decoupled=self.decoupled)
         if any(kwargs['bbox_head'].get(k) is not None for k in ('loss_hcl', 'classifier')):
             if self.label_tree is None:

@@ -8,8 +8,7 @@ from .mutual_enhancement import EmbeddingHead, MutualEnhancement
 from .oriented_sampling_attention import OrientedSamplingAttention
 from .query_decoder_layer import (BoxBiasedSelfAttention, DecoupledQueryDecoderLayer,
                                   QueryBranch, QueryDecoderLayer)
-from .rbox_ops import (boxes_to_xyzrt, gaussian_position_encoding, gaussian_similarity,
-                       norm_angle_le90, refine_xyzrt, regularize_le90, xyzrt_to_boxes)
+from .rbox_ops import gaussian_position_encoding, gaussian_similarity
 from .rotated_cdn import RotatedCdnQueryGenerator
 from .rotated_deformable_attention import RotatedMultiScaleDeformableAttention
 from .rotated_dino_decoder import RotatedDeformableDecoderLayer, RotatedDinoTransformerDecoder
@@ -21,6 +20,5 @@ __all__ = [
     'EmbeddingHead', 'MutualEnhancement', 'OrientedSamplingAttention', 'QueryBranch',
     'QueryDecoderLayer', 'RotatedCdnQueryGenerator', 'RotatedDeformableDecoderLayer',
     'RotatedDinoTransformerDecoder', 'RotatedMultiScaleDeformableAttention',
-    'boxes_to_xyzrt', 'gaussian_position_encoding', 'gaussian_similarity', 'norm_angle_le90',
-    'refine_xyzrt', 'regularize_le90', 'xyzrt_to_boxes'
+    'gaussian_position_encoding', 'gaussian_similarity'
 ]

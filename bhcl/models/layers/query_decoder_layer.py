@@ -13,7 +13,9 @@ from mmrotate.registry import MODELS
 from torch import Tensor, nn
 
 from .oriented_sampling_attention import OrientedSamplingAttention
-from .rbox_ops import gaussian_position_encoding, gaussian_similarity, xyzrt_to_boxes
+from bhcl.structures.box_coding import xyzrt_to_boxes
+
+from .rbox_ops import gaussian_position_encoding, gaussian_similarity
 
 
 class BoxBiasedSelfAttention(nn.Module):

@@ -1,48 +1,9 @@
-"""Small torch helpers on rotated boxes ``(cx, cy, w, h, t)``, angle version le90.
-
-Decoder queries carry their box as ``xyzrt = (cx, cy, z, r, t)`` with
-``z = log2 sqrt(w h)`` (scale) and ``r = log2(h / w)`` (aspect), as in
-OrientedFormer: the box is then ``w = 2^(z - r/2)``, ``h = 2^(z + r/2)``.
+"""Box Gaussians for OrientedFormer's query self-attention: the positional
+encoding and the pairwise similarity bias of boxes ``(cx, cy, w, h, t)``
+(box coding itself lives in :mod:`bhcl.structures.box_coding`).
 """
-import math
-
 import torch
 from torch import Tensor
-
-from bhcl.structures.geometry import regularize_le90  # noqa: F401  (the one le90 rule)
-
-
-def norm_angle_le90(t: Tensor) -> Tensor:
-    """Wrap angles to ``[-pi/2, pi/2)``."""
-    return torch.remainder(t + math.pi / 2, math.pi) - math.pi / 2
-
-
-def boxes_to_xyzrt(boxes: Tensor) -> Tensor:
-    """(..., 5) boxes ``(cx, cy, w, h, t)`` -> ``(cx, cy, z, r, t)`` (w, h > 0)."""
-    wh = boxes[..., 2:4]
-    z = wh.prod(-1, keepdim=True).sqrt().log2()
-    r = (wh[..., 1:2] / wh[..., 0:1]).log2()
-    return torch.cat([boxes[..., :2], z, r, boxes[..., 4:]], dim=-1)
-
-
-def xyzrt_to_boxes(xyzrt: Tensor) -> Tensor:
-    """(..., 5) ``(cx, cy, z, r, t)`` -> le90 boxes ``(cx, cy, w, h, t)``."""
-    scale = 2.0**xyzrt[..., 2:3]
-    aspect = 2.0**torch.cat([xyzrt[..., 3:4] * -0.5, xyzrt[..., 3:4] * 0.5], dim=-1)
-    boxes = torch.cat([xyzrt[..., :2], scale * aspect, xyzrt[..., 4:]], dim=-1)
-    return regularize_le90(boxes)
-
-
-def refine_xyzrt(xyzrt: Tensor, deltas: Tensor) -> Tensor:
-    """Apply ``(dx, dy, dz, dr, dt)`` to (..., 5) ``xyzrt``.
-
-    The centre moves by ``(dx, dy) * 2^z`` (image axes, in units of the box
-    scale), ``z`` and ``r`` are shifted, the angle is rotated and wrapped to le90.
-    """
-    xy = xyzrt[..., :2] + deltas[..., :2] * 2.0**xyzrt[..., 2:3]
-    zr = xyzrt[..., 2:4] + deltas[..., 2:4]
-    t = norm_angle_le90(xyzrt[..., 4:] + deltas[..., 4:])
-    return torch.cat([xy, zr, t], dim=-1)
 
 
 def box_gaussians(boxes: Tensor):

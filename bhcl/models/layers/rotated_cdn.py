@@ -5,7 +5,7 @@ Conventions (what a rotated DINO head must follow to read the queries back):
 - Ground truth ``(cx, cy, w, h, t)`` in pixels, t in radians in any
   convention in which the box is the ``w x h`` rectangle turned by t (le90,
   le135, [0, pi) long edge). It is first written long edge first with t in
-  [0, pi) (:func:`~bhcl.structures.geometry.regularize_long_edge`, RHINO's
+  [0, pi) (:func:`~bhcl.structures.box_coding.normalize_gt_rboxes`, RHINO's
   convention), then normalised to ``(cx / W, cy / H, w / W, h / H, t / pi)``.
   So a box given as (short, long, t) and as (long, short, t + pi / 2) gets the
   same queries and targets.
@@ -29,15 +29,7 @@ from mmdet.utils import OptConfigType
 from mmrotate.registry import MODELS
 from torch import Tensor
 
-from bhcl.structures.geometry import box_tensor, regularize_long_edge
-
-
-def normalize_gt_rboxes(boxes: Tensor, img_shape) -> Tensor:
-    """(n, 5) pixel boxes, ``img_shape = (H, W)`` -> ``(cx/W, cy/H, w/W, h/H, t/pi)``
-    of the boxes written long edge first with ``t`` in [0, pi) (RHINO's convention,
-    :func:`regularize_long_edge`)."""
-    img_h, img_w = img_shape[:2]
-    return regularize_long_edge(boxes) / boxes.new_tensor([img_w, img_h, img_w, img_h, math.pi])
+from bhcl.structures.box_coding import box_tensor, normalize_gt_rboxes
 
 
 @MODELS.register_module()

@@ -15,7 +15,7 @@ Deformable DETR's box-reference mode places a query's sampling points at
   again (x by the input width W, y by its height H), so that a query samples the
   rotated region it stands for, also on non-square inputs.
 
-Angle convention (the one of ``bhcl.structures.geometry.rbox_to_poly`` and
+Angle convention (the one of ``bhcl.structures.box_coding.rbox_corners`` and
 ``rbox_ops.box_gaussians``): image coordinates with y pointing down, a box-frame
 offset ``(dx, dy)`` lands at ``(cx + dx cos t - dy sin t, cy + dx sin t + dy cos t)``,
 so a positive ``t`` turns the box clockwise on screen, as mmcv's
@@ -27,9 +27,10 @@ import torch
 from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttention,
                                               MultiScaleDeformableAttnFunction,
                                               multi_scale_deformable_attn_pytorch)
-from mmcv.utils import IS_CUDA_AVAILABLE
 from mmrotate.registry import MODELS
 from torch import Tensor
+
+from bhcl.ops.kernel_dispatch import use_mmcv_kernel
 
 AspectRatio = Optional[Union[float, Tensor]]
 OFFSET_FRAMES = ('rhino', 'box')
@@ -91,10 +92,11 @@ def deformable_sample(value: Tensor, spatial_shapes: Tensor, level_start_index: 
             derived from ``spatial_shapes`` when None).
         locations: (B, Nq, heads, L, P, 2) normalised ``(x, y)``.
         weights: (B, Nq, heads, L, P) attention weights.
-    mmcv's CUDA kernel on CUDA tensors (it has no bfloat16 version), its pure
-    PyTorch ``grid_sample`` version otherwise; both read zeros outside the map.
+    mmcv's CUDA kernel where :func:`bhcl.ops.kernel_dispatch.use_mmcv_kernel` says so
+    (CUDA, not bfloat16, the kernel built), its pure PyTorch ``grid_sample`` version
+    otherwise; both read zeros outside the map.
     """
-    if IS_CUDA_AVAILABLE and value.is_cuda and value.dtype != torch.bfloat16:
+    if use_mmcv_kernel('multi_scale_deform_attn', value):
         if level_start_index is None:
             sizes = spatial_shapes.prod(1)
             level_start_index = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])

@@ -8,6 +8,12 @@ rotated box (:class:`RotatedMultiScaleDeformableAttention`); the positional
 query is, as in RHINO, DINO's sine encoding of ``(cx, cy, w, h)`` (C / 2
 features per number, the angle left out) through an MLP (2C -> C -> C);
 ``query_pos_angle=True`` (a bhcl option) encodes all five numbers (C features each).
+
+The layer type is chosen in the config, as for OrientedFormer:
+``layer_cfg=dict(type='RotatedDeformableDecoderLayer', ...)`` (the default, RHINO)
+or ``'DecoupledRotatedDecoderLayer'`` (the BHCL paper's decoupled queries). Each
+layer type says how many query streams it carries and how to split a query into
+what the classifier and the box branch read (``num_streams``, ``split``).
 """
 import math
 from typing import Optional, Tuple
@@ -20,6 +26,7 @@ from mmdet.models.layers.transformer import (DeformableDetrTransformerDecoderLay
                                              DinoTransformerDecoder, coordinate_to_encoding,
                                              inverse_sigmoid)
 from mmengine.model import BaseModule, ModuleList
+from mmrotate.registry import MODELS
 from torch import Tensor, nn
 
 from .rotated_deformable_attention import RotatedMultiScaleDeformableAttention
@@ -37,14 +44,26 @@ def rbox_to_encoding(ref: Tensor, num_feats: int, with_angle: bool = True) -> Te
     return torch.cat([box, angle], dim=-1)
 
 
+DEFAULT_LAYER = 'RotatedDeformableDecoderLayer'
+
+
+@MODELS.register_module()
 class RotatedDeformableDecoderLayer(DeformableDetrTransformerDecoderLayer):
-    """Deformable DETR decoder layer whose cross-attention samples rotated boxes."""
+    """Deformable DETR decoder layer whose cross-attention samples rotated boxes.
+    One query stream of C channels feeds both the classifier and the box branch."""
+
+    num_streams = 1
 
     def _init_layers(self) -> None:
         super()._init_layers()
         self.cross_attn = RotatedMultiScaleDeformableAttention(**self.cross_attn_cfg)
 
+    def split(self, query: Tensor) -> Tuple[Tensor, Tensor]:
+        """(..., C) query -> (what the classifier reads, what the box branch reads)."""
+        return query, query
 
+
+@MODELS.register_module()
 class DecoupledRotatedDecoderLayer(BaseModule):
     """The BHCL paper's decoupled layer on RHINO: the classification and localisation
     queries (each C channels) are concatenated along the channels for one shared
@@ -53,7 +72,7 @@ class DecoupledRotatedDecoderLayer(BaseModule):
     its own FFN (post-norm, as DINO's layer). Queries are (B, N, 2C): classification
     half first."""
 
-    decoupled = True
+    num_streams = 2
 
     def __init__(self, self_attn_cfg: dict, cross_attn_cfg: dict, ffn_cfg: dict,
                  norm_cfg: dict = dict(type='LN'), init_cfg=None) -> None:
@@ -84,17 +103,44 @@ class DecoupledRotatedDecoderLayer(BaseModule):
             streams.append(self.norms[2 * i + 1](self.ffn[i](half)))
         return torch.cat(streams, dim=-1)
 
+    def split(self, query: Tensor) -> Tuple[Tensor, Tensor]:
+        """(..., 2C) query -> (classification half, localisation half)."""
+        return query[..., :self.embed_dims], query[..., self.embed_dims:]
+
+
+def decoder_layer_type(decoder_cfg: dict) -> type:
+    """The layer class a RHINO ``decoder`` config builds: its ``layer_cfg.type``
+    (default ``RotatedDeformableDecoderLayer``). Rejects the retired
+    ``decoupled`` flag with what to write instead."""
+    if 'decoupled' in decoder_cfg:
+        raise ValueError(
+            f"RHINO: model.decoder.decoupled={decoder_cfg['decoupled']!r} is no longer an "
+            'option; decoupling is the decoder layer type. Remove it and write '
+            "model.decoder.layer_cfg.type='DecoupledRotatedDecoderLayer' for decoupled queries "
+            f"(as configs/rhino/rhino-decoupled_*.py do) or keep the default '{DEFAULT_LAYER}'.")
+    name = (decoder_cfg.get('layer_cfg') or {}).get('type', DEFAULT_LAYER)
+    layer_type = MODELS.get(name) if isinstance(name, str) else name
+    if layer_type is None or not hasattr(layer_type, 'num_streams'):
+        raise ValueError(f'RHINO: model.decoder.layer_cfg.type={name!r} is not a RHINO decoder '
+                         "layer; use 'RotatedDeformableDecoderLayer' or "
+                         "'DecoupledRotatedDecoderLayer'")
+    return layer_type
+
 
 class RotatedDinoTransformerDecoder(DinoTransformerDecoder):
-    """DINO's decoder on rotated reference boxes (see the module docstring)."""
+    """DINO's decoder on rotated reference boxes (see the module docstring).
+    ``layer_cfg.type`` picks the layer: baseline or decoupled queries."""
 
-    layer_type = RotatedDeformableDecoderLayer
-
-    def __init__(self, *args, decoupled: bool = False, query_pos_angle: bool = False,
+    def __init__(self, num_layers: int, layer_cfg: dict, query_pos_angle: bool = False,
                  **kwargs) -> None:
-        self.decoupled = decoupled
+        self.layer_type = decoder_layer_type(dict(kwargs, layer_cfg=layer_cfg))
         self.query_pos_angle = query_pos_angle
-        super().__init__(*args, **kwargs)
+        super().__init__(num_layers=num_layers, layer_cfg=layer_cfg, **kwargs)
+
+    @property
+    def decoupled(self) -> bool:
+        """Whether the queries are (classification, localisation) halves."""
+        return self.layer_type.num_streams == 2
 
     @property
     def pos_feats(self) -> int:
@@ -102,8 +148,8 @@ class RotatedDinoTransformerDecoder(DinoTransformerDecoder):
         return self.embed_dims if self.query_pos_angle else self.embed_dims // 2
 
     def _init_layers(self) -> None:
-        layer_type = DecoupledRotatedDecoderLayer if self.decoupled else self.layer_type
-        self.layers = ModuleList([layer_type(**self.layer_cfg) for _ in range(self.num_layers)])
+        layer_cfg = {k: v for k, v in self.layer_cfg.items() if k != 'type'}
+        self.layers = ModuleList([self.layer_type(**layer_cfg) for _ in range(self.num_layers)])
         self.embed_dims = self.layers[0].embed_dims
         if self.post_norm_cfg is not None:
             raise ValueError(f'There is not post_norm in {self._get_name()}')
@@ -114,14 +160,14 @@ class RotatedDinoTransformerDecoder(DinoTransformerDecoder):
         self.loc_norm = nn.LayerNorm(self.embed_dims) if self.decoupled else None
 
     def _out_norm(self, query: Tensor) -> Tensor:
-        if not self.decoupled:
+        if self.loc_norm is None:
             return self.norm(query)
-        cls, loc = query.split(self.embed_dims, dim=-1)
+        cls, loc = self.layers[0].split(query)
         return torch.cat([self.norm(cls), self.loc_norm(loc)], dim=-1)
 
     def _loc(self, query: Tensor) -> Tensor:
         """What the box branches read: the localisation half when decoupled."""
-        return query[..., self.embed_dims:] if self.decoupled else query
+        return self.layers[0].split(query)[1]
 
     def forward(self, query: Tensor, value: Tensor, key_padding_mask: Tensor,
                 self_attn_mask: Optional[Tensor], reference_points: Tensor,

@@ -2,30 +2,24 @@
 
 mmrotate's ``RotatedIoULoss`` calls mmcv's ``diff_iou_rotated_2d``, whose
 vertex-sort kernel exists only for CUDA. This loss keeps its arguments and
-reduction semantics and picks the IoU backend once per device type: mmcv's
-kernel on CUDA when it runs, :func:`bhcl.ops.rotated_iou.rotated_box_iou`
-everywhere else.
+reduction semantics and picks the IoU by bhcl's one kernel rule
+(:func:`bhcl.ops.kernel_dispatch.use_mmcv_kernel`): mmcv's kernel on CUDA when
+it runs, :func:`bhcl.ops.rotated_iou.rotated_box_iou` everywhere else.
 """
 from __future__ import annotations
 
-import functools
-import logging
 from typing import Callable, Optional
 
 import torch
 from mmdet.models.losses.utils import weight_reduce_loss
-from mmengine.logging import print_log
 from mmrotate.models.losses import RotatedIoULoss
 from mmrotate.registry import MODELS
 from torch import Tensor
 
+from bhcl.ops.kernel_dispatch import check_backend, use_mmcv_kernel
 from bhcl.ops.rotated_iou import rotated_box_iou
 
 IoUFunction = Callable[[Tensor, Tensor], Tensor]
-BACKENDS = ('auto', 'mmcv', 'torch')
-
-# A rotated box that overlaps itself: enough to make a kernel run end to end.
-_PROBE_BOXES = ((4.0, 4.0, 4.0, 2.0, 0.3), (4.5, 4.0, 3.0, 2.0, -0.2))
 
 
 def _mmcv_aligned_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -40,54 +34,12 @@ def _torch_aligned_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return rotated_box_iou(boxes1, boxes2, aligned=True)
 
 
-@functools.lru_cache(maxsize=None)
-def mmcv_kernel_works(op_name: str, device_type: str) -> bool:
-    """Whether ``mmcv.ops.<op_name>`` runs on ``device_type``; probed once.
-
-    Probing (rather than reading build flags) also catches an mmcv built
-    without ops or without the CUDA sources of that op.
-    """
-    try:
-        import mmcv.ops
-        op = getattr(mmcv.ops, op_name)
-        boxes = torch.tensor(_PROBE_BOXES, device=device_type)
-        if op_name == 'diff_iou_rotated_2d':
-            op(boxes[None, :1], boxes[None, 1:])
-        else:
-            op(boxes, boxes)
-    except Exception as error:  # any failure means "use our fallback"
-        print_log(
-            f'mmcv.ops.{op_name} unavailable on {device_type} '
-            f'({type(error).__name__}: {error})',
-            logger='current',
-            level=logging.DEBUG)
-        return False
-    return True
-
-
-def select_aligned_iou(device: torch.device, backend: str = 'auto') -> IoUFunction:
-    """Aligned differentiable rotated IoU ``(N, 5), (N, 5) -> (N,)`` for ``device``.
-
-    ``'auto'`` uses mmcv's ``diff_iou_rotated_2d`` on CUDA when its kernel
-    runs, and the pure-PyTorch op otherwise; ``'mmcv'`` / ``'torch'`` force one.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
-    if backend == 'auto':
-        use_mmcv = device.type == 'cuda' and mmcv_kernel_works('diff_iou_rotated_2d', 'cuda')
-        _log_choice_once(
-            device.type,
-            'mmcv diff_iou_rotated_2d' if use_mmcv else 'bhcl rotated_box_iou (pure PyTorch)')
-    else:
-        use_mmcv = backend == 'mmcv'
+def select_aligned_iou(boxes: Tensor, backend: str = 'auto') -> IoUFunction:
+    """Aligned differentiable rotated IoU ``(N, 5), (N, 5) -> (N,)`` for ``boxes``
+    (their device and dtype): mmcv's ``diff_iou_rotated_2d`` or the pure-PyTorch op,
+    by :func:`bhcl.ops.kernel_dispatch.use_mmcv_kernel`."""
+    use_mmcv = use_mmcv_kernel('diff_iou_rotated_2d', boxes, backend)
     return _mmcv_aligned_iou if use_mmcv else _torch_aligned_iou
-
-
-@functools.lru_cache(maxsize=None)
-def _log_choice_once(device_type: str, choice: str) -> None:
-    print_log(f'RotatedIoULossWithFallback on {device_type}: using {choice}',
-              logger='current',
-              level=logging.DEBUG)
 
 
 def rotated_iou_loss_elementwise(pred: Tensor,
@@ -132,9 +84,7 @@ class RotatedIoULossWithFallback(RotatedIoULoss):
                          reduction=reduction,
                          loss_weight=loss_weight,
                          mode=mode)
-        if backend not in BACKENDS:
-            raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
-        self.backend = backend
+        self.backend = check_backend(backend)
 
     def forward(self,
                 pred: Tensor,
@@ -160,7 +110,7 @@ class RotatedIoULossWithFallback(RotatedIoULoss):
             weight = weight.mean(-1)
         if pred.dtype in (torch.float16, torch.bfloat16):
             pred, target = pred.float(), target.float()
-        iou_fn = select_aligned_iou(pred.device, self.backend)
+        iou_fn = select_aligned_iou(pred, self.backend)
         with torch.autocast(device_type=pred.device.type, enabled=False):
             loss = rotated_iou_loss_elementwise(pred,
                                                 target.to(pred.dtype),

@@ -15,7 +15,7 @@ from mmrotate.models.losses.gaussian_dist_loss import postprocess, xy_wh_r_2_xy_
 from mmrotate.registry import TASK_UTILS
 from torch import Tensor
 
-from bhcl.structures.geometry import box_tensor
+from bhcl.structures.box_coding import box_tensor
 
 FUNS = ('log1p', 'sqrt', 'none')
 

@@ -13,18 +13,9 @@ from mmengine.structures import InstanceData
 from mmrotate.registry import TASK_UTILS
 from torch import Tensor
 
-from bhcl.ops.rotated_iou import box_corners
-from bhcl.structures.geometry import box_tensor
+from bhcl.structures.box_coding import box_tensor, normalize_rboxes, rbox_corners
 
 BOX_FORMATS = ('xywht', 'qbox')
-
-
-def rbox_corners(boxes: Tensor) -> Tensor:
-    """(..., 5) boxes ``(cx, cy, w, h, t)``, t in radians -> (..., 4, 2) corners.
-
-    Any angle convention works: the corners are those of the box rotated by t.
-    """
-    return box_corners(boxes[..., :2], boxes[..., 2:])
 
 
 def pairwise_corner_hausdorff(corners1: Tensor, corners2: Tensor) -> Tensor:
@@ -68,9 +59,8 @@ def corner_hausdorff_cost(boxes1: Tensor, boxes2: Tensor, img_shape: Optional[Se
     two agree on square images.
     """
     if img_shape is not None and scale_boxes and box_format == 'xywht':
-        h, w = img_shape[:2]
-        scale = boxes1.new_tensor([w, h, w, h, 1.0])
-        boxes1, boxes2, img_shape = boxes1 / scale, boxes2 / scale, None
+        boxes1, boxes2 = normalize_rboxes(boxes1, img_shape), normalize_rboxes(boxes2, img_shape)
+        img_shape = None
     corners1 = boxes_to_corners(boxes1, box_format)
     corners2 = boxes_to_corners(boxes2, box_format)
     if img_shape is not None:

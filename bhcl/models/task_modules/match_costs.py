@@ -8,44 +8,28 @@ CUDA tensors, other accelerators).
 """
 from __future__ import annotations
 
-import functools
-import logging
 from typing import Optional, Union
 
 import torch
 from mmdet.models.task_modules.assigners.match_cost import BaseMatchCost
 from mmdet.structures.bbox import BaseBoxes
-from mmengine.logging import print_log
 from mmengine.structures import InstanceData
 from mmrotate.registry import TASK_UTILS
 from torch import Tensor
 
-from bhcl.models.losses.rotated_iou_loss import BACKENDS, mmcv_kernel_works
+from bhcl.ops.kernel_dispatch import check_backend, use_mmcv_kernel
 from bhcl.ops.rotated_iou import rotated_box_iou
-
-
-@functools.lru_cache(maxsize=None)
-def _log_choice_once(device_type: str, use_mmcv: bool) -> None:
-    choice = 'mmcv box_iou_rotated' if use_mmcv else 'bhcl rotated_box_iou (pure PyTorch)'
-    print_log(f'RotatedIoUCostWithFallback on {device_type}: using {choice}',
-              logger='current', level=logging.DEBUG)
 
 
 def pairwise_rotated_iou(boxes1: Tensor, boxes2: Tensor, mode: str = 'iou',
                          backend: str = 'auto') -> Tensor:
     """(N, 5), (M, 5) boxes ``(cx, cy, w, h, t)`` -> (N, M) IoU or IoF, no gradient.
 
-    ``'auto'`` uses mmcv's kernel when it runs on the boxes' device (checked
-    once per device type), the pure-PyTorch op otherwise.
+    mmcv's ``box_iou_rotated`` or the pure-PyTorch op, by
+    :func:`bhcl.ops.kernel_dispatch.use_mmcv_kernel` (``'auto'``: mmcv's kernel
+    wherever it runs, CPU included).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
-    device_type = boxes1.device.type
-    if backend == 'auto':
-        use_mmcv = mmcv_kernel_works('box_iou_rotated', device_type)
-        _log_choice_once(device_type, use_mmcv)
-    else:
-        use_mmcv = backend == 'mmcv'
+    use_mmcv = use_mmcv_kernel('box_iou_rotated', boxes1, backend)
     with torch.no_grad():
         if use_mmcv:
             from mmrotate.structures.bbox import rbbox_overlaps
@@ -72,10 +56,8 @@ class RotatedIoUCostWithFallback(BaseMatchCost):
         super().__init__(weight=weight)
         if iou_mode not in ('iou', 'iof'):
             raise ValueError(f"iou_mode must be 'iou' or 'iof', got {iou_mode!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
         self.iou_mode = iou_mode
-        self.backend = backend
+        self.backend = check_backend(backend)
 
     def __call__(self,
                  pred_instances: InstanceData,

@@ -1,5 +1,4 @@
 """L1 match cost between rotated boxes, normalised by the image size."""
-import math
 from typing import Optional, Union
 
 import torch
@@ -8,42 +7,7 @@ from mmengine.structures import InstanceData
 from mmrotate.registry import TASK_UTILS
 from torch import Tensor
 
-from bhcl.structures.geometry import box_tensor
-
-
-ANGLE_OFFSETS = {'le90': math.pi / 2, 'le135': math.pi / 4, 'oc': math.pi / 2}
-
-
-def check_angle_version(angle_version: Optional[str]) -> Optional[str]:
-    """``angle_version`` if :func:`normalize_rboxes` knows it (None or a key of
-    ``ANGLE_OFFSETS``), else ValueError."""
-    if angle_version is not None and angle_version not in ANGLE_OFFSETS:
-        raise ValueError(f'angle_version must be None or one of {sorted(ANGLE_OFFSETS)}, '
-                         f'got {angle_version!r}')
-    return angle_version
-
-
-def normalize_rboxes(boxes: Tensor, img_shape, angle_version: Optional[str] = None) -> Tensor:
-    """(n, 5) ``(cx, cy, w, h, t)`` pixels -> ``(cx/W, cy/H, w/W, h/H, t')``.
-
-    ``img_shape`` is ``(H, W)``, or an (n, 2) tensor of one ``(H, W)`` per box.
-
-    ``t' = t`` (radians) when ``angle_version`` is None; otherwise the angle is
-    min-max normalised over its version's range as in the published
-    OrientedFormer code: ``(t + pi/2) / pi`` for le90, ``(t + pi/4) / pi`` for
-    le135 and ``(t + pi/2) / (pi/2)`` for oc.
-    """
-    if isinstance(img_shape, Tensor):  # one (H, W) row per box
-        h, w = img_shape[..., 0:1].to(boxes), img_shape[..., 1:2].to(boxes)
-        out = boxes / torch.cat([w, h, w, h, torch.ones_like(w)], dim=-1)
-    else:
-        h, w = img_shape[:2]
-        out = boxes / boxes.new_tensor([w, h, w, h, 1.])
-    if check_angle_version(angle_version) is None:
-        return out
-    span = math.pi / 2 if angle_version == 'oc' else math.pi
-    t = (out[..., 4:] + ANGLE_OFFSETS[angle_version]) / span
-    return torch.cat([out[..., :4], t], dim=-1)
+from bhcl.structures.box_coding import box_tensor, check_angle_version, normalize_rboxes
 
 
 @TASK_UTILS.register_module()

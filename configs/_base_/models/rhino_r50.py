@@ -50,6 +50,7 @@ model = dict(
         num_layers=6,
         return_intermediate=True,
         layer_cfg=dict(
+            type='RotatedDeformableDecoderLayer',  # or DecoupledRotatedDecoderLayer
             self_attn_cfg=dict(embed_dims=256, num_heads=8, dropout=0.0),
             cross_attn_cfg=dict(embed_dims=256, num_levels=4, dropout=0.0),
             ffn_cfg=dict(embed_dims=256, feedforward_channels=2048, ffn_drop=0.0)),

@@ -11,13 +11,12 @@ from mmengine.structures import InstanceData  # noqa: E402
 from mmrotate.registry import MODELS, TASK_UTILS  # noqa: E402
 from mmrotate.structures import RotatedBoxes  # noqa: E402
 
-from bhcl.models.losses.rotated_iou_loss import (
-    RotatedIoULossWithFallback,  # noqa: E402
-    mmcv_kernel_works,
-    select_aligned_iou)
+from bhcl.models.losses.rotated_iou_loss import (  # noqa: E402
+    RotatedIoULossWithFallback, select_aligned_iou)
 from bhcl.models.task_modules.match_costs import (
     RotatedIoUCostWithFallback,  # noqa: E402
     pairwise_rotated_iou)
+from bhcl.ops.kernel_dispatch import mmcv_kernel_runs  # noqa: E402
 from bhcl.ops.rotated_iou import rotated_box_iou  # noqa: E402
 
 
@@ -165,9 +164,9 @@ def test_fp16_inputs_computed_in_float32():
 
 def test_backend_choice_on_cpu():
     # The premise of the fallback: mmcv's differentiable IoU has no CPU kernel.
-    assert not mmcv_kernel_works('diff_iou_rotated_2d', 'cpu')
+    assert not mmcv_kernel_runs('diff_iou_rotated_2d', 'cpu')
     pred, target = box_pairs(5, seed=6)
-    auto = select_aligned_iou(torch.device('cpu'))
+    auto = select_aligned_iou(pred)
     torch.testing.assert_close(auto(pred, target), rotated_box_iou(pred, target, aligned=True))
     with pytest.raises(RuntimeError):
         RotatedIoULossWithFallback(backend='mmcv')(pred.float(), target.float())
@@ -218,7 +217,7 @@ def test_cost_iof_mode_and_no_gradient():
 def test_cuda_uses_mmcv_kernel_and_agrees_with_fallback():
     pred, target = box_pairs(64, seed=9, dtype=torch.float32)
     pred, target = pred.cuda(), target.cuda()
-    assert mmcv_kernel_works('diff_iou_rotated_2d', 'cuda')
+    assert mmcv_kernel_runs('diff_iou_rotated_2d', 'cuda')
     auto = RotatedIoULossWithFallback(mode='linear')
     torch_only = RotatedIoULossWithFallback(mode='linear', backend='torch')
     torch.testing.assert_close(auto(pred, target), torch_only(pred, target), rtol=0, atol=1e-5)
