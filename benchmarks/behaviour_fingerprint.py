@@ -131,7 +131,8 @@ def tensor_hash(tensors):
 
 def loss_terms(losses, loss_renames=RENAMED_LOSS_KEYS):
     """{old-scheme key: full float repr} of a loss dict."""
-    return {old_name(k, loss_renames): repr(float(torch.as_tensor(v).detach())) for k, v in losses.items()}
+    return {old_name(k, loss_renames): repr(float(torch.as_tensor(v).detach()))
+            for k, v in losses.items()}
 
 
 def load_ablation():

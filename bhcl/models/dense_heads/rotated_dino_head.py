@@ -10,7 +10,6 @@ box representation: the assigner's costs see the predictions in pixels
 (``(cx, cy, w, h, t)``, t in radians) and the ground truth written long edge
 first with t in [0, pi) (RHINO's convention, as the targets).
 """
-import copy
 import math
 from typing import Dict, List, Optional, Tuple
 
@@ -90,10 +89,10 @@ class RotatedDINOHead(DINOHead):
 
     def __init__(self, *args, decoupled: bool = False, category_projection: bool = False,
                  dn_joint_matching: bool = False, **kwargs) -> None:
-        moved = [k for k in ('loss_hcl', 'classifier', 'label_tree') if k in kwargs]
+        moved = [k for k in ('loss_hcl', 'classifier') if k in kwargs]
         if moved:
-            raise TypeError(f'RotatedDINOHead: {moved} moved to the detector: write '
-                            f'model.loss_hcl / model.classifier (RHINO passes the tree)')
+            raise TypeError(f'RotatedDINOHead: {moved} are keys of the detector now: write '
+                            f'model.{moved[0]}, not model.bbox_head.{moved[0]}')
         self.decoupled = decoupled
         self.dn_joint_matching = dn_joint_matching
         super().__init__(*args, **kwargs)
