@@ -100,7 +100,7 @@ VARIANTS = {
     'RHINO': ('rhino_r18_1xb4-12e_synthetic.py', {}),
     'RHINO +decoupling': ('rhino-decoupled_r18_1xb4-12e_synthetic.py', {}),
     'RHINO +decoupling, two views': ('hcl-rhino-decoupled_r18_1xb2-12e_synthetic.py',
-                                     {'bbox_head.loss_hcl': None}),
+                                     {'loss_hcl': None}),
     'RHINO +decoupling+HCL': ('hcl-rhino-decoupled_r18_1xb2-12e_synthetic.py', {}),
     'RHINO +decoupling+BHCL': ('bhcl-rhino-decoupled_r18_1xb2-12e_synthetic.py', {}),
     # one view per image, as the published code trains, with its switches (a class
@@ -276,8 +276,8 @@ def prepare_config(config, overrides, data_root, work_dir, seed, groups, iters, 
 
 
 def loss_hcl_cfgs(model_cfg):
-    """Every ``loss_hcl`` config in a model config, wherever the detector keeps it
-    (OrientedFormer: ``model.loss_hcl``; RHINO: ``model.bbox_head.loss_hcl``)."""
+    """Every ``loss_hcl`` config in a model config (``model.loss_hcl`` for both
+    detectors; the walk also finds one nested deeper)."""
     found = []
 
     def walk(node):

@@ -226,9 +226,9 @@ _HEAD = [
     (r'rpn_head\.aux_conv_(cls|reg)\.(.*)', r'query_head.aux.conv_\1.\2'),
     (r'rpn_head\.aux_scales\.(.*)', r'query_head.aux.scales.\1'),
     (r'rpn_head\.compress\.(.*)', r'query_head.content_proj.\1'),
-    (r'roi_head\.hcl_loss\.(\d+)\.proj_head\.(.*)', r'loss_hcl.\1.projector.\2'),
+    (r'roi_head\.hcl_loss\.(\d+)\.proj_head\.(.*)', r'hierarchy.loss_hcl.\1.projector.\2'),
     (r'roi_head\.hcl_loss\.(\d+)\.prototype_bank\.prototypes',
-     r'loss_hcl.\1.prototype_bank.prototypes'),
+     r'hierarchy.loss_hcl.\1.prototype_bank.prototypes'),
 ]
 _ATTN = {'sampling_offset_generator.0': 'sampling_offsets', 'ca_attn.0': 'channel_gate.0',
          'ca_attn.2': 'channel_gate.2', 'sa_attn.0': 'point_gate.0', 'sa_attn.2': 'point_gate.2',
@@ -323,7 +323,7 @@ def convert_published_state_dict(state_dict: Mapping[str, Tensor]) -> Dict[str, 
     out = {}
     for key, new in mapping.items():
         out[new] = state_dict[key]
-        bank = re.fullmatch(r'(loss_hcl\.\d+\.prototype_bank)\.prototypes', new)
+        bank = re.fullmatch(r'(hierarchy\.loss_hcl\.\d+\.prototype_bank)\.prototypes', new)
         if bank:
             out[f'{bank[1]}.initialized'] = torch.ones(len(state_dict[key]), dtype=torch.bool)
     return out

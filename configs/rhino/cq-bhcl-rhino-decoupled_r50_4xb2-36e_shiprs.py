@@ -5,6 +5,6 @@
 # counterpart (configs/bhcl/cq-bhcl-*). The encoder proposals keep a linear scorer.
 _base_ = ['./bhcl-rhino-decoupled_r50_4xb2-36e_shiprs.py']
 
-model = dict(bbox_head=dict(
+model = dict(
     classifier=dict(type='CategoryQueries', relation='tree', topk=25, keep_gt=True,
-                    num_heads=8, feat_level=-2, loss_weight=1.0)))
+                    num_heads=8, feat_level=-2, loss_weight=1.0))

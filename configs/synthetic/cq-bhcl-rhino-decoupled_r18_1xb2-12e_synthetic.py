@@ -3,6 +3,6 @@
 # annotated ones in training).
 _base_ = ['./bhcl-rhino-decoupled_r18_1xb2-12e_synthetic.py']
 
-model = dict(bbox_head=dict(
+model = dict(
     classifier=dict(type='CategoryQueries', relation='tree', topk=8, keep_gt=True,
-                    num_heads=4, feat_level=-2, loss_weight=1.0)))
+                    num_heads=4, feat_level=-2, loss_weight=1.0))

@@ -3,9 +3,9 @@
 # excluded), two views of each image (2 images x 2 views = 4, as the 1xb4 rows).
 _base_ = ['./rhino-decoupled_r18_1xb4-12e_synthetic.py']
 
-model = dict(bbox_head=dict(
+model = dict(
     loss_hcl=dict(type='HierarchicalContrastiveLoss', in_channels=64, hidden_channels=128,
-                  out_channels=32, temperature=0.1, loss_weight=0.6)))
+                  out_channels=32, temperature=0.1, loss_weight=0.6))
 
 train_dataloader = dict(
     batch_size=2,

@@ -100,7 +100,7 @@ def test_resume_at_every_epoch_boundary_is_bit_exact(tiny_synthetic, tmp_path, n
     diffs = _straight_and_resumed(tiny_synthetic, tmp_path, num_workers)
     assert diffs == [0.0] * EPOCHS, f'largest difference per epoch: {diffs}'
     banks = _load(str(tmp_path / 'cut'), EPOCHS)['state_dict']
-    assert 'loss_hcl.0.prototype_bank.prototypes' in banks
+    assert 'hierarchy.loss_hcl.0.prototype_bank.prototypes' in banks
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from torch.testing import assert_close
 
 import bhcl.models.detectors  # noqa: F401
 import bhcl.models.losses  # noqa: F401
+from bhcl.models.layers.hierarchical_classification import predict_mask
 from tests.conftest import CONFIG_DIR
 
 SMOKE = {
@@ -112,13 +113,13 @@ def test_decoupling_is_real_at_detector_level():
 
 def test_set_epoch_reaches_every_stage_loss():
     model = build('bhcl')
-    assert len(model.loss_hcl) == 2
+    assert len(model.hierarchy.loss_hcl) == 2
     model.set_epoch(0)
-    assert [m.epoch for m in model.loss_hcl] == [0, 0] and model.loss_hcl[0].in_warmup
+    assert [m.epoch for m in model.hierarchy.loss_hcl] == [0, 0] and model.hierarchy.loss_hcl[0].in_warmup
     model.set_epoch(7)
-    assert [m.epoch for m in model.loss_hcl] == [7, 7] and not model.loss_hcl[1].in_warmup
+    assert [m.epoch for m in model.hierarchy.loss_hcl] == [7, 7] and not model.hierarchy.loss_hcl[1].in_warmup
     # one prototype bank per stage
-    assert model.loss_hcl[0].prototype_bank is not model.loss_hcl[1].prototype_bank
+    assert model.hierarchy.loss_hcl[0].prototype_bank is not model.hierarchy.loss_hcl[1].prototype_bank
 
 
 def test_config_is_not_mutated_by_building():
@@ -195,10 +196,10 @@ def test_internal_nodes_at_inference():
         default = model.predict_single(logits, stages[-1].boxes[0], samples[0].metainfo, False)
         assert not set(default.labels.tolist()) & set(internal)
         name = tree.classes[internal[1]]
-        model.predict_mask = model._predict_mask([name])
+        model.hierarchy.predict_mask = predict_mask(tree, [name])
         model.test_cfg['max_per_img'] = logits.numel()  # every (query, node) pair
         res = model.predict_single(logits, stages[-1].boxes[0], samples[0].metainfo, False)
-        everything = model._predict_mask('all')
+        everything = predict_mask(tree, 'all')
     assert everything.all()
     picked = res.labels == internal[1]
     assert picked.sum() == len(logits)  # one per query
@@ -207,7 +208,7 @@ def test_internal_nodes_at_inference():
                res.bboxes.tensor[picked]]
     assert_close(res.scores[picked], logits[queries, internal[1]].sigmoid())
     with pytest.raises(ValueError, match='internal nodes'):
-        model._predict_mask(['No Such Node'])
+        predict_mask(tree, ['No Such Node'])
 
 
 def test_category_queries_predict_only_selected_leaves():
@@ -217,8 +218,8 @@ def test_category_queries_predict_only_selected_leaves():
         head, _ = model.forward_stages(imgs)
         res = model.predict(imgs, samples)
     leaves = set(model.label_tree.leaf_mask.nonzero()[0].tolist())
-    assert head['selected'].sum(1).tolist() == [8, 8]  # top 8 of 16 nodes, no GT at test
-    for sel, r in zip(head['selected'], res):
+    assert head['classes'].selected.sum(1).tolist() == [8, 8]  # top 8 of 16 nodes, no GT at test
+    for sel, r in zip(head['classes'].selected, res):
         kept = set(sel.nonzero().squeeze(1).tolist())
         positive = r.pred_instances.labels[r.pred_instances.scores > 0]
         assert set(positive.tolist()) <= leaves & kept
@@ -232,7 +233,7 @@ def test_category_queries_loss_ignores_unselected_categories():
     gts = [model._gt_instances(s) for s in samples]
     metas = [s.metainfo for s in samples]
     head, stages = model.forward_stages(imgs, [g.labels for g in gts])
-    sel = head['selected']
+    sel = head['classes'].selected
     n = stages[0].logits.shape[1]
     weight = sel[:, None, :].expand(-1, n, -1).flatten(0, 1).float()
     stage = stages[-1]

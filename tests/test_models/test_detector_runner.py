@@ -32,12 +32,12 @@ def test_bhcl_smoke_trains_validates_saves_and_resumes(tiny_synthetic, tmp_path)
         def before_train(self, runner):
             self.start = (runner.iter, runner.epoch)
             model = runner.model
-            self.bank = [m.prototype_bank.prototypes.clone() for m in model.loss_hcl]
+            self.bank = [m.prototype_bank.prototypes.clone() for m in model.hierarchy.loss_hcl]
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             self.outputs = outputs
             self.views = len(data_batch['inputs'])
-            self.epochs = [m.epoch for m in runner.model.loss_hcl]
+            self.epochs = [m.epoch for m in runner.model.hierarchy.loss_hcl]
 
     work = str(tmp_path / 'work')
     args = train_tool.parse_args([BHCL_SMOKE, '--work-dir', work, '--cfg-options',
@@ -52,7 +52,7 @@ def test_bhcl_smoke_trains_validates_saves_and_resumes(tiny_synthetic, tmp_path)
     assert all(torch.isfinite(v) for v in rec.outputs.values())
     assert any(k.endswith('dota/mAP') for k in runner.message_hub.log_scalars)
     saved = torch.load(osp.join(work, 'epoch_1.pth'), map_location='cpu', weights_only=False)
-    bank_key = 'loss_hcl.0.prototype_bank.prototypes'
+    bank_key = 'hierarchy.loss_hcl.0.prototype_bank.prototypes'
     assert bank_key in saved['state_dict']
 
     args = train_tool.parse_args([BHCL_SMOKE, '--work-dir', work, '--resume', '--cfg-options',
@@ -79,7 +79,7 @@ def test_category_query_smoke_trains_validates_and_resumes(tiny_synthetic, tmp_p
     class Record(Hook):
         def before_train(self, runner):
             self.start = runner.iter
-            self.queries = runner.model.category_queries.queries.detach().clone()
+            self.queries = runner.model.hierarchy.category_queries.queries.detach().clone()
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             self.outputs = outputs
@@ -103,7 +103,7 @@ def test_category_query_smoke_trains_validates_and_resumes(tiny_synthetic, tmp_p
     runner.register_hook(rec)
     runner.train()
     assert rec.start == 4 and runner.epoch == 2
-    torch.testing.assert_close(rec.queries, saved['state_dict']['category_queries.queries'])
+    torch.testing.assert_close(rec.queries, saved['state_dict']['hierarchy.category_queries.queries'])
 
 
 RHINO_BHCL_SMOKE = osp.join(CONFIG_DIR, 'synthetic',
@@ -121,7 +121,7 @@ def test_rhino_bhcl_smoke_trains_validates_saves_and_resumes(tiny_synthetic, tmp
     class Record(Hook):
         def before_train(self, runner):
             self.start = runner.iter
-            self.bank = runner.model.bbox_head.loss_hcl[-1].prototype_bank.prototypes.clone()
+            self.bank = runner.model.hierarchy.loss_hcl[-1].prototype_bank.prototypes.clone()
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             self.outputs = outputs
@@ -135,13 +135,13 @@ def test_rhino_bhcl_smoke_trains_validates_saves_and_resumes(tiny_synthetic, tmp
     runner.register_hook(rec)
     runner.train()
     assert rec.views == 4
-    assert {'loss_cls', 'loss_iou', 'enc_loss_bbox', 'dn_loss_iou', 'loss_hcl_lv1',
-            'd0.loss_hcl_lv2'} <= set(rec.outputs)
+    assert {'s1.loss_cls', 's1.loss_iou', 'enc_loss_bbox', 's1.dn_loss_iou', 's1.loss_hcl_lv1',
+            's0.loss_hcl_lv2'} <= set(rec.outputs)
     assert ('loss_presence' in rec.outputs) == (config == RHINO_CQ_SMOKE)
     assert all(torch.isfinite(v) for v in rec.outputs.values())
     assert any(k.endswith('dota/leaf_mAP') for k in runner.message_hub.log_scalars)
     saved = torch.load(osp.join(work, 'epoch_1.pth'), map_location='cpu', weights_only=False)
-    bank_key = 'bbox_head.loss_hcl.1.prototype_bank.prototypes'
+    bank_key = 'hierarchy.loss_hcl.1.prototype_bank.prototypes'
     assert bank_key in saved['state_dict']
 
     args = train_tool.parse_args([config, '--work-dir', work, '--resume',

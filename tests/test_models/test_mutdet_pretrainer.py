@@ -168,7 +168,7 @@ def test_converter_output_loads_with_exactly_the_expected_missing_keys(tmp_path)
     report = conv.main([str(ckpt), FINETUNE, str(out)])
     fine = build(FINETUNE, seed=3)
     fine_state = fine.state_dict()
-    hcl_keys = {k for k in fine_state if k.startswith('loss_hcl.')}
+    hcl_keys = {k for k in fine_state if k.startswith('hierarchy.loss_hcl.')}
     expected_missing = set(fine.class_dependent_keys()) | hcl_keys
     assert set(report['missing']) == expected_missing
     assert set(report['dropped_pretrain_only']) == set(pretrain_only_keys(pre.state_dict()))

@@ -93,8 +93,8 @@ def published_loss_name(name: str) -> str:
 def test_losses_match_published(dataset, case):
     model, oracle, published = build_converted(dataset, case)
     model.train()
-    if model.loss_hcl is not None:
-        for loss, bank in zip(model.loss_hcl, published['prototypes_before']):
+    if model.hierarchy.loss_hcl is not None:
+        for loss, bank in zip(model.hierarchy.loss_hcl, published['prototypes_before']):
             loss.prototype_bank.prototypes.copy_(bank)
             loss.set_epoch(5)  # 0-based: the published run was told epoch 6 (1-based)
     losses = model.loss(oracle['images'], samples(oracle, published))
@@ -109,7 +109,7 @@ def test_losses_match_published(dataset, case):
 def test_losses_backpropagate_to_every_parameter():
     model, oracle, published = build_converted('shiprs', 'decoupled_bhcl')
     model.train()
-    for loss in model.loss_hcl:
+    for loss in model.hierarchy.loss_hcl:
         loss.set_epoch(5)
     losses = model.loss(oracle['images'], samples(oracle, published))
     sum(v for k, v in losses.items() if 'loss' in k).backward()

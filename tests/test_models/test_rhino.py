@@ -86,8 +86,8 @@ def test_losses_are_finite_and_every_parameter_gets_a_gradient(counts, decoupled
     model = (build(decoder=decoupled_decoder()) if decoupled else build()).train()
     imgs, samples = batch(counts)
     losses = model.loss(imgs, samples)
-    keys = {f'{p}loss_{k}' for p in ('', 'd0.', 'enc_') for k in ('cls', 'bbox', 'iou')}
-    keys |= {f'{p}dn_loss_{k}' for p in ('', 'd0.') for k in ('cls', 'bbox', 'iou')}
+    keys = {f'{p}loss_{k}' for p in ('s0.', 's1.', 'enc_') for k in ('cls', 'bbox', 'iou')}
+    keys |= {f'{p}dn_loss_{k}' for p in ('s0.', 's1.') for k in ('cls', 'bbox', 'iou')}
     assert set(losses) == keys
     assert all(torch.isfinite(v).all() for v in losses.values())
     total(losses).backward()
@@ -101,7 +101,7 @@ def test_a_batch_without_objects_trains(decoupled):
     imgs, samples = batch((0, 0))
     losses = model.loss(imgs, samples)
     assert all(torch.isfinite(v).all() for v in losses.values())
-    assert float(losses['dn_loss_cls']) == 0 and float(losses['loss_bbox']) == 0
+    assert float(losses['s1.dn_loss_cls']) == 0 and float(losses['s1.loss_bbox']) == 0
     total(losses).backward()
     assert model.bbox_head.cls_branches[0].weight.grad.abs().sum() > 0
 
@@ -166,11 +166,11 @@ HCL = dict(type='HierarchicalContrastiveLoss', in_channels=C, hidden_channels=64
 def test_hcl_on_the_matched_classification_queries_of_every_layer(balanced):
     hcl = dict(HCL, balance=True, prototype_bank=dict(type='EMAPrototypeBank', epsilon=0.1),
                warmup_epochs=1) if balanced else HCL
-    model = build(decoder=decoupled_decoder(), bbox_head=dict(CFG['bbox_head'], loss_hcl=hcl))
+    model = build(decoder=decoupled_decoder(), loss_hcl=hcl)
     model.set_epoch(3)
     model.train()
     seen = []
-    for layer, loss in enumerate(model.bbox_head.loss_hcl):
+    for layer, loss in enumerate(model.hierarchy.loss_hcl):
         original = loss.forward
 
         def spy(features, labels, classifier_weight=None, _orig=original, _layer=layer):
@@ -179,7 +179,7 @@ def test_hcl_on_the_matched_classification_queries_of_every_layer(balanced):
         loss.forward = spy
     imgs, samples = batch((3, 1))
     losses = model.loss(imgs, samples)
-    assert {'loss_hcl_lv1', 'd0.loss_hcl_lv1'} <= set(losses)
+    assert {'s1.loss_hcl_lv1', 's0.loss_hcl_lv1'} <= set(losses)
     assert all(torch.isfinite(v).all() for v in losses.values())
     # one-to-one matching of the matching queries only: one feature per object, C wide
     # (the classification half), labelled with the objects' nodes
@@ -241,9 +241,9 @@ def test_joint_dn_matching_in_the_full_loss():
         out[joint] = losses
     assert len(calls) == 2 * 2  # decoder layers x images, with joint matching only
     # only the denoising classification targets can change
-    for key in ('loss_cls', 'loss_bbox', 'dn_loss_bbox', 'dn_loss_iou'):
+    for key in ('s1.loss_cls', 's1.loss_bbox', 's1.dn_loss_bbox', 's1.dn_loss_iou'):
         torch.testing.assert_close(out[True][key], out[False][key])
-    same = torch.equal(out[True]['dn_loss_cls'], out[False]['dn_loss_cls'])
+    same = torch.equal(out[True]['s1.dn_loss_cls'], out[False]['s1.dn_loss_cls'])
     assert same == (calls[-2:] == [0, 0])  # the last layer's relabelled positives
 
 
@@ -251,17 +251,17 @@ def test_category_query_classifier_with_bhcl_on_decoupled_rhino():
     cq = dict(type='CategoryQueries', topk=3, num_heads=4, feat_level=-1)
     hcl = dict(HCL, balance=True, prototype_bank=dict(type='ClassifierPrototypeBank'))
     model = build(decoder=decoupled_decoder(),
-                  bbox_head=dict(CFG['bbox_head'], classifier=cq, loss_hcl=hcl)).train()
+                  classifier=cq, loss_hcl=hcl).train()
     head = model.bbox_head
     assert head.cls_branches[0].out_features == C  # projections onto the category queries
     assert head.cls_branches[-1].out_features == 6  # the encoder proposals' linear scorer
     imgs, samples = batch((3, 1))
     losses = model.loss(imgs, samples)
-    assert {'loss_presence', 'loss_cls', 'dn_loss_cls', 'loss_hcl_lv1'} <= set(losses)
+    assert {'loss_presence', 's1.loss_cls', 's1.dn_loss_cls', 's1.loss_hcl_lv1'} <= set(losses)
     assert all(torch.isfinite(v).all() for v in losses.values())
     total(losses).backward()
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
-    assert head.category_queries.queries.grad.abs().sum() > 0
+    assert model.hierarchy.category_queries.queries.grad.abs().sum() > 0
     model.eval()
     with torch.no_grad():
         pred = model.predict(imgs, samples)[0].pred_instances

@@ -178,6 +178,16 @@ def test_training_forward_matches_published():
     assert_close(boxes, out['bbox_preds'], 'training boxes')
 
 
+def published_loss_name(name: str, num_layers: int) -> str:
+    """bhcl loss key -> the published (mmdet) key: decoder layer i's ``s{i}.`` is
+    mmdet's ``d{i}.``, and no prefix for the last layer."""
+    if not name.startswith('s'):
+        return name
+    stage, key = name.split('.', 1)
+    layer = int(stage[1:])
+    return key if layer == num_layers - 1 else f'd{layer}.{key}'
+
+
 def test_losses_match_published():
     model, oracle = build_converted()
     case = oracle['loss_case']
@@ -185,7 +195,8 @@ def test_losses_match_published():
     model.train()
     torch.manual_seed(case['seed'])
     losses = model.loss(oracle['images'], data)
-    ours = {k: float(v) for k, v in losses.items()}
+    num_layers = model.bbox_head.num_decoder_layers
+    ours = {published_loss_name(k, num_layers): float(v) for k, v in losses.items()}
     assert sorted(ours) == sorted(case['losses'])
     for key, value in case['losses'].items():
         rel = abs(ours[key] - value) / abs(value)

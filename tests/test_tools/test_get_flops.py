@@ -38,7 +38,7 @@ def test_params_used_at_inference_leave_out_the_training_only_parts(capsys):
     init_default_scope('mmrotate')
     model = MODELS.build(Config.fromfile(bhcl).model)
     count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
-    training_only = count(model.query_head.aux) + count(model.loss_hcl)
+    training_only = count(model.query_head.aux) + count(model.hierarchy.loss_hcl)
     assert training_only > 0
     assert info['params'] == count(model)
     assert info['inference_params'] == count(model) - training_only

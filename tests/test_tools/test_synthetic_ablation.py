@@ -186,7 +186,7 @@ def test_warmup_rescaled_for_both_detectors_through_one_path(tmp_path):
     assert shares['+decoupling+BHCL, one view'] == (4, 48)   # 4 images a step: twice the epochs
     assert shares['RHINO +decoupling+BHCL, one view'] == (4, 48)
     cfg = _prepared(abl, 'RHINO +decoupling+BHCL', tmp_path)
-    assert cfg.model.bbox_head.loss_hcl.warmup_epochs == 0 and 'loss_hcl' not in cfg.model
+    assert cfg.model.loss_hcl.warmup_epochs == 0 and 'loss_hcl' not in cfg.model.bbox_head
 
 
 def test_one_view_rows_use_the_published_switches_on_four_images(tmp_path):

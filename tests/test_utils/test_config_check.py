@@ -118,7 +118,15 @@ def test_untyped_dict_with_undeclared_reader_is_strict():
 def test_rhino_declares_its_test_cfg():
     cfg = Config.fromfile(RHINO_SMOKE_CONFIG)
     assert key_problem(cfg, 'model.test_cfg.max_per_img') is None
-    assert 'internal_nodes' in key_problem(cfg, 'model.test_cfg.internal_nodes')
+    assert key_problem(cfg, 'model.test_cfg.internal_nodes') is None
+    assert 'return_node_score' in key_problem(cfg, 'model.test_cfg.return_node_score')
+
+
+def test_rhino_takes_the_label_tree_keys_at_the_model_as_orientedformer():
+    cfg = Config.fromfile(RHINO_SMOKE_CONFIG)
+    assert key_problem(cfg, 'model.loss_hcl') is None
+    assert key_problem(cfg, 'model.classifier') is None
+    assert 'model.bbox_head.loss_hcl' in key_problem(cfg, 'model.bbox_head.loss_hcl')
 
 
 def test_retired_decoupled_flag_says_what_to_write():

@@ -97,8 +97,8 @@ def collect_embeddings(model, dataset, stage: int, max_images=None, batch_size: 
         out = stages[stage]
         pos_b, pos_q, _, lab = model.match(out, gts, [s.metainfo for s in samples])
         x = out.cls_feats[pos_b, pos_q]
-        if model.loss_hcl is not None and space == 'projected':
-            x = model.loss_hcl[stage].embed(x)
+        if model.hierarchy.loss_hcl is not None and space == 'projected':
+            x = model.hierarchy.loss_hcl[stage].embed(x)
         feats.append(F.normalize(x.float(), dim=1))
         labels.append(lab.view(len(samples), -1)[pos_b, pos_q])
         for _ in samples:

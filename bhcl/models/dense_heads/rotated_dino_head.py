@@ -10,7 +10,6 @@ box representation: the assigner's costs see the predictions in pixels
 (``(cx, cy, w, h, t)``, t in radians) and the ground truth written long edge
 first with t in [0, pi) (RHINO's convention, as the targets).
 """
-import copy
 import math
 from typing import Dict, List, Optional, Tuple
 
@@ -26,7 +25,9 @@ from mmrotate.structures.bbox import RotatedBoxes
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from bhcl.models.losses.hcl_loss import build_contrastive_losses
+from bhcl.models.layers.hierarchical_classification import (ClassContext,
+                                                             HierarchicalClassification,
+                                                             top_candidates)
 from bhcl.structures.box_coding import (box_tensor, denormalize_rboxes, normalize_gt_rboxes,
                                         regularize_long_edge)
 
@@ -60,56 +61,42 @@ def dn_group_hungarian(dn_cost: Tensor, match_cost: Tensor) -> Tensor:
 class RotatedDINOHead(DINOHead):
     """:class:`mmdet.models.dense_heads.DINOHead` predicting 5-d rotated boxes.
 
-    ``loss_bbox`` is the L1 loss on the normalised boxes, ``loss_iou`` the
-    rotated-box loss on pixel boxes (e.g. ``dict(type='GDLoss', loss_type='kld',
-    fun='log1p', tau=1.0, loss_weight=5.0)``); the assigner's costs see pixel
-    boxes. Loss keys keep DINO's names (``loss_iou`` for the rotated-box loss).
+    ``loss_iou`` is the rotated-box loss on pixel boxes (e.g. ``dict(type='GDLoss',
+    loss_type='kld', fun='log1p', tau=1.0, loss_weight=5.0)``), ``loss_bbox`` the L1
+    loss on the normalised boxes; the assigner's costs see pixel boxes.
     ``decoupled``: the decoder's queries are (classification, localisation) halves
     of 2C channels; classes come from the first, boxes from the second.
-    ``loss_hcl``: a ``HierarchicalContrastiveLoss`` config, one module per decoder
-    layer on its matched classification features (``label_tree`` from the detector).
+    ``category_projection``: the decoder layers' class branches are C -> C projections
+    that the detector's :class:`HierarchicalClassification` matches with its category
+    queries (the encoder proposals keep a linear scorer).
     ``dn_joint_matching``: RHINO's paper variant for the positive denoising queries
     (:meth:`joint_dn_class_targets`); False: DINO's fixed targets.
+
+    The head keeps no per-call state: :meth:`loss` and :meth:`predict` take the
+    detector's ``hierarchy`` and the batch's category queries (``classes``) as
+    arguments, and :meth:`loss` returns the matching targets' labels of every decoder
+    layer with the losses (keys in :meth:`loss_by_feat`).
     """
 
     box_dims = 5
 
-    def __init__(self, *args, decoupled: bool = False, loss_hcl: Optional[dict] = None,
-                 label_tree: Optional[dict] = None, dn_joint_matching: bool = False,
-                 classifier: Optional[dict] = None, **kwargs) -> None:
+    def __init__(self, *args, decoupled: bool = False, category_projection: bool = False,
+                 dn_joint_matching: bool = False, **kwargs) -> None:
+        moved = [k for k in ('loss_hcl', 'classifier') if k in kwargs]
+        if moved:
+            raise TypeError(f'RotatedDINOHead: {moved} are keys of the detector now: write '
+                            f'model.{moved[0]}, not model.bbox_head.{moved[0]}')
         self.decoupled = decoupled
         self.dn_joint_matching = dn_joint_matching
-        self.classifier_cfg = classifier
         super().__init__(*args, **kwargs)
-        self._matching_outputs: Optional[Tuple[Tensor, Tensor]] = None
-        self._cq: Optional[dict] = None
-        self.category_queries = None
-        if classifier is not None:
-            if label_tree is None:
-                raise ValueError('RotatedDINOHead: classifier needs the label tree (RHINO '
-                                 'passes its label_tree)')
-            self.category_queries = MODELS.build(copy.deepcopy(classifier), default_args=dict(
-                label_tree=label_tree, embed_dims=self.embed_dims))
-            # the decoder layers' classifiers become projections onto the category
-            # queries; the encoder proposals keep their linear scorer
-            for layer in range(self.num_pred_layer - (1 if self.as_two_stage else 0)):
+        if category_projection:
+            for layer in range(self.num_decoder_layers):
                 self.cls_branches[layer] = Linear(self.embed_dims, self.embed_dims)
-        self.loss_hcl = None
-        if loss_hcl is not None:
-            if label_tree is None:
-                raise ValueError('RotatedDINOHead: loss_hcl needs the label tree (RHINO passes '
-                                 'its label_tree)')
-            # one loss (and prototype bank) per decoder layer, as on OrientedFormer
-            self.loss_hcl = build_contrastive_losses(
-                loss_hcl, self.num_pred_layer - (1 if self.as_two_stage else 0), label_tree,
-                self.embed_dims)
-        self._hcl_feats: Optional[Tensor] = None
-        self._hcl_labels: Optional[List[Tensor]] = None
 
-    def set_epoch(self, epoch: int) -> None:
-        """Pass the 0-based epoch on to the contrastive losses (their warm-up)."""
-        for loss in self.loss_hcl or ():
-            loss.set_epoch(epoch)
+    @property
+    def num_decoder_layers(self) -> int:
+        """Prediction layers of the decoder (the last branch scores encoder proposals)."""
+        return self.num_pred_layer - (1 if self.as_two_stage else 0)
 
     def split_streams(self, hidden_state: Tensor) -> Tuple[Tensor, Tensor]:
         """(..., C) or, decoupled, (..., 2C) -> (what the class branch reads, what the
@@ -125,116 +112,76 @@ class RotatedDINOHead(DINOHead):
         if self.share_pred_layer:
             self.reg_branches = nn.ModuleList([self.reg_branches[0]] * self.num_pred_layer)
 
-    def forward(self, hidden_states: Tensor, references: List[Tensor]) -> Tuple[Tensor, Tensor]:
-        """Per decoder layer: class scores (L, B, N, K) and boxes (L, B, N, 5) in [0, 1]."""
-        classes, coords = [], []
+    def forward(self, hidden_states: Tensor, references: List[Tensor],
+                hierarchy: Optional[HierarchicalClassification] = None,
+                classes: Optional[ClassContext] = None) -> Tuple[Tensor, Tensor]:
+        """Per decoder layer: class scores (L, B, N, K) and boxes (L, B, N, 5) in [0, 1].
+        With category queries (``classes``), ``hierarchy`` turns the class branches'
+        projections into logits."""
+        scores, coords = [], []
         for layer_id in range(hidden_states.shape[0]):
             reference = inverse_sigmoid(references[layer_id])  # eps 1e-5, as RHINO / DINO
             cls_in, reg_in = self.split_streams(hidden_states[layer_id])
-            if self._cq is not None:  # similarity to the image's category embeddings
-                classes.append(self.category_queries.logits(self.cls_branches[layer_id](cls_in),
-                                                            self._cq['emb']))
-            else:
-                classes.append(self.cls_branches[layer_id](cls_in))
+            logits = self.cls_branches[layer_id](cls_in)
+            if classes is not None:
+                logits = hierarchy.classify(logits, classes)
+            scores.append(logits)
             coords.append((self.reg_branches[layer_id](reg_in) + reference).sigmoid())
-        return torch.stack(classes), torch.stack(coords)
+        return torch.stack(scores), torch.stack(coords)
 
     # ------------------------------------------------------------ losses
-    def run_category_queries(self, img_feats, batch_data_samples, training: bool) -> None:
-        """Image-conditioned category embeddings, presence logits and selection of the
-        batch (``classifier``), kept for this forward."""
-        cq = self.category_queries
-        gt_labels = [s.gt_instances.labels for s in batch_data_samples] if training else None
-        categories = cq.category_embeddings()
-        emb, presence, selected = cq(img_feats, gt_labels, categories=categories)
-        self._cq = dict(emb=emb, presence=presence, selected=selected, categories=categories,
-                        gt_labels=gt_labels)
-
-    def predict(self, hidden_states: Tensor, references: List[Tensor], batch_data_samples,
-                rescale: bool = True, img_feats=None) -> InstanceList:
-        """DINO's inference; with ``classifier`` the categories outside each image's
-        selection are never predicted."""
-        if self.category_queries is not None:
-            self.run_category_queries(img_feats, batch_data_samples, training=False)
-        try:
-            return super().predict(hidden_states, references, batch_data_samples, rescale)
-        finally:
-            self._cq = None
-
-    def predict_by_feat(self, all_layers_cls_scores: Tensor, all_layers_bbox_preds: Tensor,
-                        batch_img_metas: List[dict], rescale: bool = False) -> InstanceList:
-        if self._cq is not None:
-            keep = self._cq['selected'][None, :, None, :]  # (1, B, 1, K)
-            all_layers_cls_scores = all_layers_cls_scores.masked_fill(~keep, float('-inf'))
-        return super().predict_by_feat(all_layers_cls_scores, all_layers_bbox_preds,
-                                       batch_img_metas, rescale)
-
     def loss(self, hidden_states: Tensor, references: List[Tensor], enc_outputs_class: Tensor,
              enc_outputs_coord: Tensor, batch_data_samples, dn_meta: Dict[str, int],
-             img_feats=None) -> dict:
-        """DINO's losses, plus (``loss_hcl``) the hierarchical contrastive loss on the
-        classification features of the matching queries matched at each decoder layer
-        (denoising queries excluded): ``loss_hcl_lv{l}`` for the last layer,
-        ``d{i}.loss_hcl_lv{l}`` for the others."""
-        if self.loss_hcl is not None:
-            self._hcl_feats = self.split_streams(hidden_states)[0]
-        if self.category_queries is not None:
-            self.run_category_queries(img_feats, batch_data_samples, training=True)
-        try:
-            losses = super().loss(hidden_states, references, enc_outputs_class,
-                                  enc_outputs_coord, batch_data_samples, dn_meta)
-            if self._cq is not None:
-                cq = self.category_queries
-                target = cq.presence_targets(self._cq['gt_labels'], len(batch_data_samples),
-                                             self._cq['presence'].device)
-                losses['loss_presence'] = cq.loss_weight * cq.presence_loss(
-                    self._cq['presence'], target)
-            return losses
-        finally:
-            self._hcl_feats = None
-            self._cq = None
+             hierarchy: Optional[HierarchicalClassification] = None,
+             classes: Optional[ClassContext] = None) -> Tuple[Dict[str, Tensor], List[Tensor]]:
+        """DINO's losses -> (losses, labels): see :meth:`loss_by_feat`. ``classes``: the
+        batch's category queries (``hierarchy`` computes the decoder layers' logits
+        from them; unselected nodes take no part in the classification losses)."""
+        metas = [s.metainfo for s in batch_data_samples]
+        gts = [s.gt_instances for s in batch_data_samples]
+        all_cls, all_box = self(hidden_states, references, hierarchy, classes)
+        return self.loss_by_feat(all_cls, all_box, enc_outputs_class, enc_outputs_coord, gts,
+                                 metas, dn_meta,
+                                 selected=None if classes is None else classes.selected)
 
     def loss_by_feat(self, all_layers_cls_scores: Tensor, all_layers_bbox_preds: Tensor,
                      enc_cls_scores: Tensor, enc_bbox_preds: Tensor,
                      batch_gt_instances: InstanceList, batch_img_metas: List[dict],
-                     dn_meta: Dict[str, int], batch_gt_instances_ignore=None) -> Dict[str, Tensor]:
-        if self.dn_joint_matching and dn_meta is not None:
-            self._matching_outputs = self.split_outputs(all_layers_cls_scores,
-                                                        all_layers_bbox_preds, dn_meta)[:2]
-        try:
-            return self._loss_by_feat(all_layers_cls_scores, all_layers_bbox_preds,
-                                      enc_cls_scores, enc_bbox_preds, batch_gt_instances,
-                                      batch_img_metas, dn_meta, batch_gt_instances_ignore)
-        finally:
-            self._matching_outputs = None
+                     dn_meta: Dict[str, int], batch_gt_instances_ignore=None,
+                     selected: Optional[Tensor] = None
+                     ) -> Tuple[Dict[str, Tensor], List[Tensor]]:
+        """DINO's losses with explicit data flow.
 
-    def _loss_by_feat(self, all_layers_cls_scores, all_layers_bbox_preds, enc_cls_scores,
-                      enc_bbox_preds, batch_gt_instances, batch_img_metas, dn_meta,
-                      batch_gt_instances_ignore):
-        if self._hcl_feats is None:
-            return super().loss_by_feat(all_layers_cls_scores, all_layers_bbox_preds,
-                                        enc_cls_scores, enc_bbox_preds, batch_gt_instances,
-                                        batch_img_metas, dn_meta, batch_gt_instances_ignore)
-        # the matching targets of each layer (then of the encoder proposals) are recorded
-        # as DINO's loss computes them: no second Hungarian matching
-        self._hcl_labels = []
-        try:
-            losses = super().loss_by_feat(all_layers_cls_scores, all_layers_bbox_preds,
-                                          enc_cls_scores, enc_bbox_preds, batch_gt_instances,
-                                          batch_img_metas, dn_meta, batch_gt_instances_ignore)
-            labels_per_layer = self._hcl_labels[:len(self.loss_hcl)]
-        finally:
-            self._hcl_labels = None
-        num_dn = dn_meta['num_denoising_queries'] if dn_meta is not None else 0
-        feats = self._hcl_feats[:, :, num_dn:]  # (L, B, N, C) matching queries
-        last = len(self.loss_hcl) - 1
-        for layer, labels in enumerate(labels_per_layer):
-            pos = labels < self.num_classes
-            prefix = '' if layer == last else f'd{layer}.'
-            out = self.loss_hcl[layer](feats[layer].flatten(0, 1)[pos], labels[pos],
-                                       classifier_weight=self._classifier_weight(layer))
-            losses.update({prefix + k: v for k, v in out.items()})
-        return losses
+        Returns ``(losses, labels)``; ``labels``: per decoder layer, the (B * N,) class
+        targets of its matching queries (K for background), for the contrastive loss.
+        Keys (``docs/design.md``): ``s{i}.loss_cls``, ``s{i}.loss_bbox``, ``s{i}.loss_iou``
+        for the matching queries of decoder layer i, ``s{i}.dn_loss_*`` for its
+        denoising queries, ``enc_loss_*`` for the encoder proposals. ``selected`` (B, K)
+        bool: the nodes each image's classification losses count (category queries).
+        """
+        match_cls, match_box, dn_cls, dn_box = self.split_outputs(
+            all_layers_cls_scores, all_layers_bbox_preds, dn_meta)
+        losses, labels = {}, []
+        for i, (cls, box) in enumerate(zip(match_cls, match_box)):
+            terms, layer_labels = self.matching_loss(cls, box, batch_gt_instances,
+                                                     batch_img_metas, selected)
+            losses.update(self._named(terms, f's{i}.'))
+            labels.append(layer_labels)
+        if enc_cls_scores is not None:
+            terms, _ = self.matching_loss(enc_cls_scores, enc_bbox_preds, batch_gt_instances,
+                                          batch_img_metas, selected)
+            losses.update(self._named(terms, 'enc_'))
+        if dn_cls is not None:
+            for i, (cls, box) in enumerate(zip(dn_cls, dn_box)):
+                matching = (match_cls[i], match_box[i]) if self.dn_joint_matching else None
+                terms = self.denoising_loss(cls, box, batch_gt_instances, batch_img_metas,
+                                            dn_meta, matching, selected)
+                losses.update(self._named(terms, f's{i}.dn_'))
+        return losses, labels
+
+    @staticmethod
+    def _named(terms: Tuple[Tensor, Tensor, Tensor], prefix: str) -> Dict[str, Tensor]:
+        return {f'{prefix}{k}': v for k, v in zip(('loss_cls', 'loss_bbox', 'loss_iou'), terms)}
 
     def box_losses(self, preds: Tensor, targets: Tensor, weights: Tensor, factors: Tensor,
                    avg_factor: float) -> Tuple[Tensor, Tensor]:
@@ -261,7 +208,16 @@ class RotatedDINOHead(DINOHead):
     def loss_by_feat_single(self, cls_scores: Tensor, bbox_preds: Tensor,
                             batch_gt_instances: InstanceList,
                             batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor]:
-        """Matching-part losses of one decoder layer (or of the encoder proposals)."""
+        """mmdet's per-layer loss: (cls, bbox, iou) of :meth:`matching_loss`."""
+        return self.matching_loss(cls_scores, bbox_preds, batch_gt_instances,
+                                  batch_img_metas)[0]
+
+    def matching_loss(self, cls_scores: Tensor, bbox_preds: Tensor,
+                      batch_gt_instances: InstanceList, batch_img_metas: List[dict],
+                      selected: Optional[Tensor] = None
+                      ) -> Tuple[Tuple[Tensor, Tensor, Tensor], Tensor]:
+        """Hungarian-matched losses of one decoder layer (or of the encoder proposals)
+        -> ((cls, bbox, iou), the (B * N,) class targets, K for background)."""
         num_imgs = cls_scores.size(0)
         targets = self.get_targets([cls_scores[i] for i in range(num_imgs)],
                                    [bbox_preds[i] for i in range(num_imgs)],
@@ -269,30 +225,30 @@ class RotatedDINOHead(DINOHead):
         (labels_list, label_weights_list, bbox_targets_list, bbox_weights_list,
          num_total_pos, num_total_neg) = targets
         labels = torch.cat(labels_list)
-        if self._hcl_labels is not None:
-            self._hcl_labels.append(labels)
         label_weights = torch.cat(label_weights_list)
         bbox_targets = torch.cat(bbox_targets_list)
         bbox_weights = torch.cat(bbox_weights_list)
-        return self._losses(cls_scores, bbox_preds, labels, label_weights, bbox_targets,
-                            bbox_weights, num_total_pos, num_total_neg, batch_img_metas)
+        terms = self._losses(cls_scores, bbox_preds, labels, label_weights, bbox_targets,
+                             bbox_weights, num_total_pos, num_total_neg, batch_img_metas,
+                             selected=selected)
+        return terms, labels
 
     def _losses(self, cls_scores, bbox_preds, labels, label_weights, bbox_targets,
                 bbox_weights, num_total_pos, num_total_neg, batch_img_metas,
-                num_cls_pos: Optional[int] = None):
+                num_cls_pos: Optional[int] = None, selected: Optional[Tensor] = None):
         """Focal, L1 and rotated-box losses; the classification loss is averaged over
         ``num_cls_pos`` positives (default ``num_total_pos``), the box losses over
-        ``num_total_pos``."""
+        ``num_total_pos``; ``selected`` (B, K): the nodes counted per image."""
         cls_scores = cls_scores.reshape(-1, self.cls_out_channels)
         num_cls_pos = num_total_pos if num_cls_pos is None else num_cls_pos
         cls_avg_factor = num_cls_pos * 1.0 + num_total_neg * self.bg_cls_weight
         if self.sync_cls_avg_factor:
             cls_avg_factor = reduce_mean(cls_scores.new_tensor([cls_avg_factor]))
         cls_avg_factor = max(cls_avg_factor, 1)
-        if self._cq is not None:
+        if selected is not None:
             # categories outside an image's selection take no part in its loss
-            per_image = len(cls_scores) // len(self._cq['selected'])
-            label_weights = label_weights[:, None] * self._cq['selected'].repeat_interleave(
+            per_image = len(cls_scores) // len(selected)
+            label_weights = label_weights[:, None] * selected.repeat_interleave(
                 per_image, dim=0).to(label_weights)
         if len(cls_scores):
             loss_cls = self.loss_cls(cls_scores, labels, label_weights,
@@ -331,28 +287,22 @@ class RotatedDINOHead(DINOHead):
             box_tensor(gt_instances.bboxes).to(bbox_pred)[pos_gt], img_meta['img_shape'])
         return labels, label_weights, bbox_targets, bbox_weights, pos_inds, neg_inds
 
-    def loss_dn(self, all_layers_denoising_cls_scores: Tensor,
-                all_layers_denoising_bbox_preds: Tensor, batch_gt_instances: InstanceList,
-                batch_img_metas: List[dict], dn_meta: Dict[str, int]) -> Tuple[List[Tensor]]:
-        """Denoising losses per decoder layer: (cls, bbox, iou) lists."""
-        out = [self._loss_dn_single(cls, box, batch_gt_instances, batch_img_metas, dn_meta,
-                                    layer=layer)
-               for layer, (cls, box) in enumerate(zip(all_layers_denoising_cls_scores,
-                                                      all_layers_denoising_bbox_preds))]
-        return tuple(map(list, zip(*out)))
-
-    def _loss_dn_single(self, dn_cls_scores: Tensor, dn_bbox_preds: Tensor,
-                        batch_gt_instances: InstanceList, batch_img_metas: List[dict],
-                        dn_meta: Dict[str, int], layer: Optional[int] = None) -> Tuple[Tensor]:
-        """Denoising losses of one decoder layer: DINO's fixed targets, or with
-        ``dn_joint_matching`` the class targets of :meth:`joint_dn_class_targets`.
-        As RHINO, the classification loss is averaged over the positive queries that
-        keep their class, the box losses over all positive queries."""
+    def denoising_loss(self, dn_cls_scores: Tensor, dn_bbox_preds: Tensor,
+                       batch_gt_instances: InstanceList, batch_img_metas: List[dict],
+                       dn_meta: Dict[str, int],
+                       matching: Optional[Tuple[Tensor, Tensor]] = None,
+                       selected: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """Denoising losses (cls, bbox, iou) of one decoder layer: DINO's fixed targets,
+        or, given the layer's ``matching`` outputs (class scores (B, Q, K), boxes
+        (B, Q, 5); ``dn_joint_matching``), the class targets of
+        :meth:`joint_dn_class_targets`. As RHINO, the classification loss is averaged
+        over the positive queries that keep their class, the box losses over all
+        positive queries."""
         (labels_list, label_weights_list, bbox_targets_list, bbox_weights_list,
          num_total_pos, num_total_neg) = self.get_dn_targets(batch_gt_instances,
                                                              batch_img_metas, dn_meta)
-        if self._matching_outputs is not None and layer is not None:
-            match_cls, match_box = (t[layer] for t in self._matching_outputs)
+        if matching is not None:
+            match_cls, match_box = matching
             labels_list = [self.joint_dn_class_targets(
                 labels, dn_cls_scores[i], dn_bbox_preds[i], match_cls[i], match_box[i],
                 batch_gt_instances[i], batch_img_metas[i], dn_meta)
@@ -363,7 +313,7 @@ class RotatedDINOHead(DINOHead):
                             torch.cat(label_weights_list), torch.cat(bbox_targets_list),
                             torch.cat(bbox_weights_list), num_total_pos,
                             num_total_neg + num_total_pos - num_kept, batch_img_metas,
-                            num_cls_pos=num_kept)
+                            num_cls_pos=num_kept, selected=selected)
 
     def _get_dn_targets_single(self, gt_instances: InstanceData, img_meta: dict,
                                dn_meta: Dict[str, int]) -> tuple:
@@ -390,19 +340,6 @@ class RotatedDINOHead(DINOHead):
             bbox_targets[pos_inds] = normalize_gt_rboxes(
                 gt_boxes, img_meta['img_shape']).repeat(num_groups, 1)
         return labels, label_weights, bbox_targets, bbox_weights, pos_inds, neg_inds
-
-    def _classifier_weight(self, layer: int) -> Tensor:
-        """HCL's classifier-weight bank: the linear classifier's rows, or the category
-        queries with the category-query classifier."""
-        if self._cq is not None:
-            return self._cq['categories']
-        return self.cls_branches[layer].weight
-
-    def init_weights(self) -> None:
-        super().init_weights()
-        if self.category_queries is not None:  # projections: the prior sits in the logits
-            for layer in range(self.num_pred_layer - (1 if self.as_two_stage else 0)):
-                nn.init.zeros_(self.cls_branches[layer].bias)
 
     def match_cost(self, scores: Tensor, boxes: Tensor, gt: InstanceData,
                    img_meta: dict) -> Tensor:
@@ -444,24 +381,35 @@ class RotatedDINOHead(DINOHead):
         return labels
 
     # --------------------------------------------------------- inference
+    def predict(self, hidden_states: Tensor, references: List[Tensor], batch_data_samples,
+                rescale: bool = True, hierarchy: Optional[HierarchicalClassification] = None,
+                classes: Optional[ClassContext] = None) -> InstanceList:
+        """The last decoder layer's top (query, node) pairs per image. ``hierarchy``
+        (the detector's) says which nodes may be predicted (leaves and
+        ``test_cfg.internal_nodes``; with category queries ``classes``, those selected
+        for the image); None: every class."""
+        metas = [s.metainfo for s in batch_data_samples]
+        all_cls, all_box = self(hidden_states, references, hierarchy, classes)
+        return [self._predict_by_feat_single(
+            all_cls[-1][i], all_box[-1][i], meta, rescale, hierarchy,
+            None if classes is None else classes.selected[i]) for i, meta in enumerate(metas)]
+
     def _predict_by_feat_single(self, cls_score: Tensor, bbox_pred: Tensor, img_meta: dict,
-                                rescale: bool = True) -> InstanceData:
-        """Top ``max_per_img`` (query, class) pairs, boxes in pixels (no NMS, as RHINO:
-        ``cx, w`` clamped to [0, W] and ``cy, h`` to [0, H]); classes outside the
-        ``predict_mask`` buffer (internal tree nodes, set by the detector) are never
-        predicted. ``test_cfg.return_node_scores`` adds ``node_scores`` (n, K): every
-        node's score for each prediction's query (``bhcl.apis``)."""
-        node_scores = cls_score.sigmoid()
-        mask = getattr(self, 'predict_mask', None)
-        if mask is not None:
-            cls_score = cls_score.masked_fill(~mask, float('-inf'))
+                                rescale: bool = True,
+                                hierarchy: Optional[HierarchicalClassification] = None,
+                                selected: Optional[Tensor] = None) -> InstanceData:
+        """Top ``max_per_img`` (query, class) pairs of one image, boxes in pixels (no
+        NMS, as RHINO: ``cx, w`` clamped to [0, W] and ``cy, h`` to [0, H]), among the
+        nodes ``hierarchy`` allows (``selected`` (K,): the image's category selection).
+        ``test_cfg.return_node_scores`` adds ``node_scores`` (n, K): every node's score
+        for each prediction's query (``bhcl.apis``)."""
         max_per_img = self.test_cfg.get('max_per_img', len(cls_score))
-        scores, idx = cls_score.sigmoid().flatten().topk(min(max_per_img, cls_score.numel()))
-        keep = scores > 0  # masked (query, class) pairs fill the top-k with zeros: drop them
-        scores, idx = scores[keep], idx[keep]
-        labels = idx % self.num_classes
+        if hierarchy is None:
+            scores, query, labels = top_candidates(cls_score, max_per_img)
+        else:
+            scores, query, labels = hierarchy.top_predictions(cls_score, max_per_img, selected)
         img_h, img_w = img_meta['img_shape'][:2]
-        boxes = denormalize_rboxes(bbox_pred[idx // self.num_classes], (img_h, img_w))
+        boxes = denormalize_rboxes(bbox_pred[query], (img_h, img_w))
         limit = boxes.new_tensor([img_w, img_h, img_w, img_h])
         boxes = torch.cat([torch.minimum(boxes[:, :4].clamp(min=0), limit), boxes[:, 4:]], dim=-1)
         if rescale and 'scale_factor' in img_meta:
@@ -469,5 +417,6 @@ class RotatedDINOHead(DINOHead):
             boxes[:, :4] = boxes[:, :4] / boxes.new_tensor([sx, sy, sx, sy])
         result = InstanceData(bboxes=RotatedBoxes(boxes), scores=scores, labels=labels)
         if self.test_cfg.get('return_node_scores', False):
-            result.node_scores = node_scores[idx // self.num_classes]
+            result.node_scores = HierarchicalClassification.node_scores(cls_score,
+                                                                        selected)[query]
         return result

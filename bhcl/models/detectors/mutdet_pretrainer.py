@@ -112,7 +112,7 @@ class MutDetPretrainer(OrientedQueryDETR):
             raise ValueError(f'MutDetPretrainer: enhanced_selection must be one of '
                              f'{ENHANCED_SELECTIONS}, got {enhanced_selection!r}')
         self.enhanced_selection = enhanced_selection
-        if self.category_queries is not None or self.loss_hcl is not None:
+        if self.hierarchy.category_queries is not None or self.hierarchy.loss_hcl is not None:
             raise ValueError('MutDetPretrainer: pre-training uses the linear classifier on '
                              'pseudo-classes; remove classifier= and loss_hcl= from the '
                              'pre-training config (the fine-tuning config keeps them)')

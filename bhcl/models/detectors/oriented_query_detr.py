@@ -8,13 +8,14 @@ from mmdet.models.detectors.base import BaseDetector
 from mmdet.models.losses import accuracy
 from mmdet.structures import DetDataSample, SampleList
 from mmdet.utils import reduce_mean
-from mmengine.model import bias_init_with_prob
 from mmengine.structures import InstanceData
 from mmrotate.registry import MODELS, TASK_UTILS
 from mmrotate.structures.bbox import RotatedBoxes
 from torch import Tensor, nn
 
-from bhcl.models.losses.hcl_loss import build_contrastive_losses
+from bhcl.models.layers.hierarchical_classification import (ClassContext,
+                                                             HierarchicalClassification,
+                                                             migrate_legacy_keys)
 from bhcl.structures import LabelTree
 from bhcl.structures.box_coding import (check_angle_version, normalize_rboxes, refine_xyzrt,
                                         regularize_le90, xyzrt_to_boxes)
@@ -71,6 +72,9 @@ class OrientedQueryDETR(BaseDetector):
             those internal nodes besides the leaves; ``return_node_scores`` adds
             ``node_scores`` (n, K), every node's score for each prediction's query
             (the inferencer's per-level scores, ``bhcl.apis``).
+
+    ``loss_hcl``, ``classifier`` and ``test_cfg.internal_nodes`` configure
+    ``self.hierarchy``, the :class:`HierarchicalClassification` RHINO uses too.
     """
 
     # keys read from test_cfg (checked by bhcl.utils.config_check)
@@ -119,9 +123,7 @@ class OrientedQueryDETR(BaseDetector):
         self.query_head = MODELS.build(copy.deepcopy(query_head), default_args=dict(
             num_classes=self.num_classes, in_channels=embed_dims,
             content_channels=self.layers[0].content_channels, strides=self.strides))
-        self.category_queries = None if classifier is None else MODELS.build(
-            copy.deepcopy(classifier), default_args=dict(label_tree=self.label_tree.to_config(),
-                                                         embed_dims=embed_dims))
+        # a linear classifier (K logits) or a projection matched with category queries
         cls_out = self.num_classes if classifier is None else embed_dims
         self.cls_branches = nn.ModuleList(
             prediction_head(embed_dims, cls_out, num_cls_fcs) for _ in self.layers)
@@ -132,31 +134,15 @@ class OrientedQueryDETR(BaseDetector):
         self.loss_bbox = MODELS.build(copy.deepcopy(loss_bbox))
         self.loss_iou = MODELS.build(copy.deepcopy(loss_iou))
         self.l1_angle_version = check_angle_version(l1_angle_version)
-        self.loss_hcl = None if loss_hcl is None else build_contrastive_losses(
-            loss_hcl, len(self.layers), self.label_tree.to_config(), embed_dims)
         self.train_cfg = copy.deepcopy(train_cfg) or {}
         self.test_cfg = copy.deepcopy(test_cfg) or {}
-        self.register_buffer('predict_mask', self._predict_mask(
-            self.test_cfg.get('internal_nodes')), persistent=False)
-
-    def _predict_mask(self, internal_nodes) -> Tensor:
-        """(K,) bool: the nodes inference may predict. Leaves, plus the internal nodes
-        named in ``test_cfg.internal_nodes`` (``'all'`` for every one)."""
-        mask = torch.as_tensor(self.label_tree.leaf_mask, dtype=torch.bool).clone()
-        if internal_nodes is None:
-            return mask
-        internal = [k for k in range(self.num_classes) if not self.label_tree.is_leaf(k)]
-        if internal_nodes == 'all':
-            mask[internal] = True
-            return mask
-        names = {self.label_tree.classes[k]: k for k in internal}
-        unknown = [n for n in internal_nodes if n not in names]
-        if unknown or isinstance(internal_nodes, str):
-            raise ValueError(f'test_cfg.internal_nodes must be None, "all" or names of internal '
-                             f'nodes; unknown: {unknown or internal_nodes}; internal nodes: '
-                             f'{sorted(names)}')
-        mask[[names[n] for n in internal_nodes]] = True
-        return mask
+        # built last, so that a seed draws the other modules' weights as without it
+        self.hierarchy = HierarchicalClassification(
+            self.label_tree, len(self.layers), embed_dims, loss_hcl=loss_hcl,
+            classifier=classifier, internal_nodes=self.test_cfg.get('internal_nodes'))
+        # checkpoints written before the hierarchy module kept its parts at the top
+        migrate_legacy_keys(self, {'loss_hcl.': 'hierarchy.loss_hcl.',
+                                   'category_queries.': 'hierarchy.category_queries.'})
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -167,10 +153,7 @@ class OrientedQueryDETR(BaseDetector):
                 if isinstance(m, nn.Linear):
                     m.reset_parameters()
                     nn.init.xavier_uniform_(m.weight)
-            if self.category_queries is None:
-                nn.init.constant_(cls_branch[-1].bias, bias_init_with_prob(0.01))
-            else:  # a projection; the prior sits in the category-query logits
-                nn.init.zeros_(cls_branch[-1].bias)
+            self.hierarchy.init_class_bias(cls_branch[-1].bias)
             nn.init.zeros_(reg_branch[-1].weight)
             nn.init.zeros_(reg_branch[-1].bias)
 
@@ -180,7 +163,7 @@ class OrientedQueryDETR(BaseDetector):
         checkpoint of another label set (pre-training, another dataset) cannot give."""
         keys = [f'query_head.{n}' for n, _ in self.query_head.named_parameters()
                 if '.conv_cls.' in f'.{n}']
-        if self.category_queries is None:
+        if self.hierarchy.category_queries is None:
             for i, branch in enumerate(self.cls_branches):
                 keys += [f'cls_branches.{i}.{len(branch) - 1}.{n}'
                          for n, _ in branch[-1].named_parameters()]
@@ -188,8 +171,7 @@ class OrientedQueryDETR(BaseDetector):
 
     def set_epoch(self, epoch: int) -> None:
         """Pass the 0-based epoch on to the contrastive losses (mmdet ``SetEpochInfoHook``)."""
-        for loss in self.loss_hcl or ():
-            loss.set_epoch(epoch)
+        self.hierarchy.set_epoch(epoch)
 
     # ----------------------------------------------------------- forward
     def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor, ...]:
@@ -198,8 +180,8 @@ class OrientedQueryDETR(BaseDetector):
     def forward_stages(self, batch_inputs: Tensor, gt_labels: Optional[List[Tensor]] = None
                        ) -> Tuple[dict, List[StageOutput]]:
         """Images (B, 3, H, W) -> the query head's outputs (``feats``, ``queries``
-        ``(xyzrt, content)``, candidates ``main``/``aux``; with category queries also
-        their ``presence`` logits and ``selected`` (B, K) mask) and one
+        ``(xyzrt, content)``, candidates ``main``/``aux``, ``classes``: the category
+        queries' :class:`ClassContext` or None) and one
         :class:`StageOutput` per decoder stage. ``gt_labels`` (training) lets the
         category-query selection keep the annotated nodes."""
         return self.decode(self.extract_feat(batch_inputs), gt_labels)
@@ -214,24 +196,15 @@ class OrientedQueryDETR(BaseDetector):
         dense = self.query_head(feats)
         xyzrt, content, main, aux = self.query_head.select(
             dense, None if ranking is None else ranking(dense))
-        head = dict(feats=feats, queries=(xyzrt, content), main=main, aux=aux)
-        classify = None
-        if self.category_queries is not None:
-            # image-independent category queries: computed once, shared by the image
-            # conditioning here and by HCL's classifier-weight bank in the loss
-            head['categories'] = self.category_queries.category_embeddings()
-            emb, head['presence'], head['selected'] = self.category_queries(
-                feats, gt_labels, categories=head['categories'])
-
-            def classify(cls_branch, cls_feat):
-                return self.category_queries.logits(cls_branch(cls_feat), emb)
+        classes = self.hierarchy.image_context(feats, gt_labels)
+        head = dict(feats=feats, queries=(xyzrt, content), main=main, aux=aux, classes=classes)
         stages: List[StageOutput] = []
         for layer, cls_branch, reg_branch in zip(self.layers, self.cls_branches,
                                                  self.reg_branches):
             content = layer(content, xyzrt, feats, self.strides)
             cls_feat, loc_feat = layer.split(content)
             new_xyzrt = refine_xyzrt(xyzrt, reg_branch(loc_feat))
-            logits = cls_branch(cls_feat) if classify is None else classify(cls_branch, cls_feat)
+            logits = self.hierarchy.classify(cls_branch(cls_feat), classes)
             stages.append(StageOutput(logits, xyzrt_to_boxes(new_xyzrt), new_xyzrt, cls_feat))
             xyzrt = new_xyzrt.detach()
         return head, stages
@@ -258,19 +231,13 @@ class OrientedQueryDETR(BaseDetector):
         as ``matches`` receives each stage's Hungarian matching, ``(pos_b, pos_q,
         pos_gt)`` as :meth:`match_indices` gives it, for callers that reuse it."""
         losses = self.query_head.loss(head['main'], head['aux'], gts, metas)
-        cls_weight, class_emb = None, None
-        if self.category_queries is not None:
-            class_emb = head['categories']
-            cq = self.category_queries
-            target = cq.presence_targets([gt.labels for gt in gts], len(gts),
-                                         head['presence'].device)
-            losses['loss_presence'] = cq.loss_weight * cq.presence_loss(head['presence'], target)
-            # categories outside an image's selection take no part in its queries' loss
-            n = stages[0].logits.shape[1]
-            cls_weight = head['selected'][:, None, :].expand(-1, n, -1).flatten(0, 1).float()
+        classes = head['classes']
+        losses.update(self.hierarchy.presence_loss(classes, [gt.labels for gt in gts]))
+        # categories outside an image's selection take no part in its queries' loss
+        cls_weight = self.hierarchy.class_weight(classes, stages[0].logits.shape[1])
         for i, stage in enumerate(stages):
             losses.update({f's{i}.{k}': v for k, v in self.stage_loss(
-                i, stage, gts, metas, cls_weight, class_emb, matches).items()})
+                i, stage, gts, metas, cls_weight, classes, matches).items()})
         return losses
 
     @staticmethod
@@ -312,13 +279,12 @@ class OrientedQueryDETR(BaseDetector):
 
     def stage_loss(self, stage_idx: int, stage: StageOutput, gts: List[InstanceData],
                    metas: List[dict], cls_weight: Optional[Tensor] = None,
-                   class_emb: Optional[Tensor] = None,
+                   classes: Optional[ClassContext] = None,
                    matches: Optional[List[Tuple[Tensor, Tensor, Tensor]]] = None
                    ) -> Dict[str, Tensor]:
         """Losses of one stage; ``cls_weight`` (B * N, K) weighs the classification
-        loss per query and class (category-query selection); ``class_emb`` (K, C)
-        are the category queries, the classifier weights of HCL's classifier bank
-        when the category-query head replaces the linear classifier; ``matches``, a
+        loss per query and class (category-query selection); ``classes``: the batch's
+        category queries (their rows are HCL's classifier bank); ``matches``, a
         list, receives this stage's ``(pos_b, pos_q, pos_gt)``."""
         pos_b, pos_q, pos_gt, labels = self.match_indices(stage, gts, metas)
         if matches is not None:
@@ -340,10 +306,10 @@ class OrientedQueryDETR(BaseDetector):
             losses['loss_iou'] = self.loss_iou(pred_pos, gt_pos, avg_factor=num_pos)
         else:  # no ground truth in the batch: zero losses that keep every parameter in the graph
             losses['loss_bbox'] = losses['loss_iou'] = stage.boxes.sum() * 0
-        if self.loss_hcl is not None:
-            weight = self.cls_branches[stage_idx][-1].weight if class_emb is None else class_emb
-            losses.update(self.loss_hcl[stage_idx](
-                stage.cls_feats[pos_b, pos_q], labels[flat_pos], classifier_weight=weight))
+        if self.hierarchy.loss_hcl is not None:
+            losses.update(self.hierarchy.contrastive_loss(
+                stage_idx, stage.cls_feats[pos_b, pos_q], labels[flat_pos],
+                self.cls_branches[stage_idx][-1].weight, classes))
         return losses
 
     # ----------------------------------------------------------- predict
@@ -353,7 +319,8 @@ class OrientedQueryDETR(BaseDetector):
         internal nodes of ``test_cfg.internal_nodes``)."""
         head, stages = self.forward_stages(batch_inputs)
         last = stages[-1]
-        selected = head.get('selected', [None] * len(batch_data_samples))
+        selected = ([None] * len(batch_data_samples) if head['classes'] is None else
+                    head['classes'].selected)
         results = [self.predict_single(lg, bx, s.metainfo, rescale, sel)
                    for lg, bx, s, sel in zip(last.logits, last.boxes, batch_data_samples,
                                              selected)]
@@ -367,22 +334,16 @@ class OrientedQueryDETR(BaseDetector):
         an internal node X competes too, with its own score: the model learns node X
         from the "Other X" objects reallocated to it, so its score is the belief that
         an object is an X of no listed kind (FAIR1M's ``other-*`` classes).
-        ``selected`` (K,) (category queries) zeroes the categories not kept for the image.
+        ``selected`` (K,) (category queries): the categories kept for the image; the
+        others are never predicted (:meth:`HierarchicalClassification.top_predictions`).
         """
-        scores = logits.sigmoid() * self.predict_mask.to(logits.dtype)
-        if selected is not None:
-            scores = scores * selected.to(logits.dtype)
-        k = min(self.test_cfg.get('max_per_img', 100), scores.numel())
-        top, idx = scores.flatten().topk(k)
-        labels, query = idx % self.num_classes, idx // self.num_classes
+        top, query, labels = self.hierarchy.top_predictions(
+            logits, self.test_cfg.get('max_per_img', 100), selected)
         out = boxes[query].clone()
         if rescale and 'scale_factor' in meta:
             sx, sy = meta['scale_factor'][:2]
             out[:, :4] = out[:, :4] / out.new_tensor([sx, sy, sx, sy])
         result = InstanceData(bboxes=RotatedBoxes(out), scores=top, labels=labels)
         if self.test_cfg.get('return_node_scores', False):
-            node_scores = logits.sigmoid()
-            if selected is not None:
-                node_scores = node_scores * selected.to(logits.dtype)
-            result.node_scores = node_scores[query]
+            result.node_scores = self.hierarchy.node_scores(logits, selected)[query]
         return result

@@ -21,11 +21,13 @@ Differences from mmdet's :class:`DINO`:
   (``loc_query_embedding``); denoising queries one learnt localisation vector
   (``dn_loc_embedding``), so that their label noise stays in the classification
   half and their box is given by the reference box alone, as for matching queries;
-- ``bbox_head.loss_hcl``: HCL / BHCL on the matched classification queries of every
-  decoder layer (:class:`RotatedDINOHead`), denoising queries excluded;
-- ``bbox_head.classifier``: category-query classification
+- ``loss_hcl``: HCL / BHCL on the matched classification queries of every decoder
+  layer, denoising queries excluded; ``classifier``: category-query classification
   (:class:`~bhcl.models.layers.CategoryQueries`) of the decoder layers' classification
-  queries, conditioned on the neck's maps; the encoder proposals keep a linear scorer.
+  queries, conditioned on the neck's maps (the encoder proposals keep a linear
+  scorer); ``test_cfg.internal_nodes``: internal nodes inference may predict. All
+  three configure ``self.hierarchy``, the :class:`HierarchicalClassification`
+  OrientedFormer uses too, which the head receives as an argument.
 """
 import copy
 from typing import Dict, Optional, Tuple, Union
@@ -38,6 +40,9 @@ from mmdet.structures import OptSampleList
 from mmrotate.registry import MODELS
 from torch import Tensor, nn
 
+from bhcl.models.layers.hierarchical_classification import (ClassContext,
+                                                             HierarchicalClassification,
+                                                             migrate_legacy_keys)
 from bhcl.models.layers.rotated_cdn import RotatedCdnQueryGenerator
 from bhcl.models.layers.rotated_dino_decoder import (RotatedDinoTransformerDecoder,
                                                      decoder_layer_type)
@@ -54,36 +59,52 @@ class RHINO(DINO):
     Args (besides mmdet's :class:`DINO`):
         label_tree: the dataset's tree; sets the head's ``num_classes`` and
             the leaves kept at inference. None: a flat label set.
+        loss_hcl: optional ``HierarchicalContrastiveLoss`` config, one module (and
+            prototype bank) per decoder layer (needs ``label_tree``).
+        classifier: optional ``CategoryQueries`` config (needs ``label_tree``).
     """
 
-    # keys the head reads from test_cfg (checked by bhcl.utils.config_check)
-    CONFIG_DICT_KEYS = {'test_cfg': ('max_per_img', )}
+    # keys read from test_cfg (checked by bhcl.utils.config_check)
+    CONFIG_DICT_KEYS = {'test_cfg': ('max_per_img', 'internal_nodes')}
 
     def __init__(self, *args, dn_cfg: Optional[dict] = None,
-                 label_tree: Optional[Union[dict, LabelTree]] = None, **kwargs) -> None:
+                 label_tree: Optional[Union[dict, LabelTree]] = None,
+                 loss_hcl: Optional[dict] = None, classifier: Optional[dict] = None,
+                 **kwargs) -> None:
+        moved = [k for k in ('loss_hcl', 'classifier') if k in kwargs['bbox_head']]
+        if moved:
+            raise ValueError(
+                f'RHINO: model.bbox_head.{moved[0]} moved to model.{moved[0]}, the key '
+                f'OrientedFormer uses too: write model = dict({moved[0]}=...) instead of '
+                f'model = dict(bbox_head=dict({moved[0]}=...)) (for an override: '
+                f"'{moved[0]}' instead of 'bbox_head.{moved[0]}')")
         dn_cfg = copy.deepcopy(dn_cfg) if dn_cfg is not None else None
         rotated = {k: dn_cfg.pop(k) for k in ROTATED_DN_KEYS if dn_cfg and k in dn_cfg}
         self.label_tree = None if label_tree is None else LabelTree.from_config(label_tree)
+        if self.label_tree is None and (loss_hcl is not None or classifier is not None):
+            raise ValueError('RHINO: loss_hcl / classifier need label_tree')
         if self.label_tree is not None:
             kwargs['bbox_head'] = dict(kwargs['bbox_head'],
                                        num_classes=self.label_tree.num_classes)
         self.decoupled = decoder_layer_type(kwargs.get('decoder', {})).num_streams == 2
-        kwargs['bbox_head'] = dict(kwargs['bbox_head'], decoupled=self.decoupled)
-        if any(kwargs['bbox_head'].get(k) is not None for k in ('loss_hcl', 'classifier')):
-            if self.label_tree is None:
-                raise ValueError('RHINO: bbox_head.loss_hcl / classifier need label_tree')
-            kwargs['bbox_head']['label_tree'] = self.label_tree.to_config()
+        kwargs['bbox_head'] = dict(kwargs['bbox_head'], decoupled=self.decoupled,
+                                   category_projection=classifier is not None)
+        # a config until _init_layers builds it, as mmdet's encoder and decoder
+        self.hierarchy = dict(loss_hcl=loss_hcl, classifier=classifier)
         super().__init__(*args, dn_cfg=dn_cfg, **kwargs)
         if self.label_tree is not None:  # checkpoints record (and check) the class order
             guard_class_order(self, self.label_tree.classes)
         if dn_cfg is not None:  # DINO filled in num_classes, embed_dims, num_matching_queries
             self.dn_query_generator = RotatedCdnQueryGenerator(**dn_cfg, **rotated)
-        leaves = (torch.ones(self.bbox_head.num_classes, dtype=torch.bool)
-                  if self.label_tree is None else
-                  torch.as_tensor(self.label_tree.leaf_mask, dtype=torch.bool))
-        self.bbox_head.register_buffer('predict_mask', leaves, persistent=False)
+        # checkpoints written before the hierarchy module kept its parts in the head
+        migrate_legacy_keys(self, {'bbox_head.loss_hcl.': 'hierarchy.loss_hcl.',
+                                   'bbox_head.category_queries.': 'hierarchy.category_queries.'})
 
     def _init_layers(self) -> None:
+        # first, right after the head: a seed draws its weights as when the head built it
+        self.hierarchy = None if self.label_tree is None else HierarchicalClassification(
+            self.label_tree, self.bbox_head.num_decoder_layers, self.bbox_head.embed_dims,
+            internal_nodes=(self.test_cfg or {}).get('internal_nodes'), **self.hierarchy)
         self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
         self.encoder = DeformableDetrTransformerEncoder(**self.encoder)
         self.decoder = RotatedDinoTransformerDecoder(**self.decoder)
@@ -102,13 +123,77 @@ class RHINO(DINO):
 
     def init_weights(self) -> None:
         super().init_weights()
+        if self.hierarchy is not None:
+            for branch in self.bbox_head.cls_branches[:self.bbox_head.num_decoder_layers]:
+                self.hierarchy.init_class_bias(branch.bias)
         if self.decoupled:
             nn.init.xavier_uniform_(self.loc_query_embedding.weight)
             nn.init.normal_(self.dn_loc_embedding, std=self.embed_dims ** -0.5)
 
     def set_epoch(self, epoch: int) -> None:
         """Pass the 0-based epoch on to the contrastive losses (mmdet ``SetEpochInfoHook``)."""
-        self.bbox_head.set_epoch(epoch)
+        if self.hierarchy is not None:
+            self.hierarchy.set_epoch(epoch)
+
+    # -------------------------------------------------------- training
+    def loss(self, batch_inputs: Tensor, batch_data_samples) -> Dict[str, Tensor]:
+        """DINO's losses (keys: :meth:`RotatedDINOHead.loss_by_feat`), ``loss_presence``
+        (category queries) and, per decoder layer i, ``s{i}.loss_hcl_lv{l}``: HCL / BHCL
+        on the classification features of its matched matching queries."""
+        img_feats = self.extract_feat(batch_inputs)
+        head_inputs = self.forward_transformer(img_feats, batch_data_samples)
+        gt_labels = [s.gt_instances.labels for s in batch_data_samples]
+        classes = self.class_context(img_feats, gt_labels)
+        losses, labels = self.bbox_head.loss(**head_inputs,
+                                             batch_data_samples=batch_data_samples,
+                                             hierarchy=self.hierarchy, classes=classes)
+        if self.hierarchy is not None:
+            losses.update(self.hierarchy.presence_loss(classes, gt_labels))
+            losses.update(self.contrastive_losses(head_inputs['hidden_states'],
+                                                  head_inputs['dn_meta'], labels, classes))
+        return losses
+
+    def class_context(self, img_feats: Tuple[Tensor], gt_labels=None) -> Optional[ClassContext]:
+        """The batch's category queries (None without ``classifier``); they attend to
+        the neck's maps."""
+        return None if self.hierarchy is None else self.hierarchy.image_context(img_feats,
+                                                                                gt_labels)
+
+    def contrastive_losses(self, hidden_states: Tensor, dn_meta: Optional[Dict[str, int]],
+                           labels: list, classes: Optional[ClassContext]) -> Dict[str, Tensor]:
+        """``s{i}.loss_hcl_lv{l}`` from the (L, B, Q, C or 2C) decoder states and the
+        (B * N,) matching targets of each layer (denoising queries excluded)."""
+        if self.hierarchy.loss_hcl is None:
+            return {}
+        num_dn = dn_meta['num_denoising_queries'] if dn_meta is not None else 0
+        feats = self.bbox_head.split_streams(hidden_states)[0][:, :, num_dn:]
+        losses = {}
+        for i, layer_labels in enumerate(labels):
+            pos = layer_labels < self.bbox_head.num_classes
+            out = self.hierarchy.contrastive_loss(
+                i, feats[i].flatten(0, 1)[pos], layer_labels[pos],
+                self.bbox_head.cls_branches[i].weight, classes)
+            losses.update({f's{i}.{k}': v for k, v in out.items()})
+        return losses
+
+    # ------------------------------------------------------- inference
+    def predict(self, batch_inputs: Tensor, batch_data_samples, rescale: bool = True):
+        """Top ``test_cfg.max_per_img`` (query, node) pairs of the last decoder layer
+        among the leaves (and ``test_cfg.internal_nodes``; with category queries, the
+        nodes selected for each image)."""
+        img_feats = self.extract_feat(batch_inputs)
+        head_inputs = self.forward_transformer(img_feats, batch_data_samples)
+        results = self.bbox_head.predict(
+            **head_inputs, batch_data_samples=batch_data_samples, rescale=rescale,
+            hierarchy=self.hierarchy, classes=self.class_context(img_feats))
+        return self.add_pred_to_datasample(batch_data_samples, results)
+
+    def _forward(self, batch_inputs: Tensor, batch_data_samples=None):
+        """Per decoder layer: class logits (L, B, N, K) and boxes (L, B, N, 5)."""
+        img_feats = self.extract_feat(batch_inputs)
+        head_inputs = self.forward_transformer(img_feats, batch_data_samples)
+        return self.bbox_head(head_inputs['hidden_states'], head_inputs['references'],
+                              self.hierarchy, self.class_context(img_feats))
 
     def forward_transformer(self, img_feats: Tuple[Tensor],
                             batch_data_samples: OptSampleList = None) -> Dict:
@@ -120,8 +205,6 @@ class RHINO(DINO):
         h, w = batch_data_samples[0].batch_input_shape
         decoder_inputs['aspect_ratio'] = h / w  # the padded input's, for rotated sampling
         head_inputs.update(self.forward_decoder(**decoder_inputs))
-        if self.bbox_head.category_queries is not None:  # they attend to the neck's maps
-            head_inputs['img_feats'] = img_feats
         return head_inputs
 
     def pre_decoder(self, memory: Tensor, memory_mask: Tensor, spatial_shapes: Tensor,
