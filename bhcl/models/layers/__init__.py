@@ -15,11 +15,11 @@ from .rotated_deformable_attention import RotatedMultiScaleDeformableAttention
 from .rotated_dino_decoder import RotatedDeformableDecoderLayer, RotatedDinoTransformerDecoder
 
 __all__ = [
-    'BoxBiasedSelfAttention', 'CategoryCrossAttention', 'CategoryEmbeddingsError', 'CategoryImageFusionLayer',
-    'CategoryQueries', 'CategorySelection', 'CQDINOClassifier', 'CategorySelector', 'gather_categories',
-    'load_category_embeddings', 'select_categories', 'select_queries', 'selection_targets', 'DecoupledQueryDecoderLayer',
-    'EmbeddingHead', 'MutualEnhancement', 'OrientedSamplingAttention', 'QueryBranch',
-    'QueryDecoderLayer', 'RotatedCdnQueryGenerator', 'RotatedDeformableDecoderLayer',
-    'RotatedDinoTransformerDecoder', 'RotatedMultiScaleDeformableAttention',
-    'gaussian_position_encoding', 'gaussian_similarity'
+    'BoxBiasedSelfAttention', 'CategoryCrossAttention', 'CategoryEmbeddingsError',
+    'CategoryImageFusionLayer', 'CategoryQueries', 'CategorySelection', 'CategorySelector',
+    'CQDINOClassifier', 'gather_categories', 'load_category_embeddings', 'select_categories',
+    'select_queries', 'selection_targets', 'DecoupledQueryDecoderLayer', 'EmbeddingHead',
+    'MutualEnhancement', 'OrientedSamplingAttention', 'QueryBranch', 'QueryDecoderLayer',
+    'RotatedCdnQueryGenerator', 'RotatedDeformableDecoderLayer', 'RotatedDinoTransformerDecoder',
+    'RotatedMultiScaleDeformableAttention', 'gaussian_position_encoding', 'gaussian_similarity'
 ]

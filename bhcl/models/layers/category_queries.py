@@ -189,8 +189,8 @@ class CategoryQueries(nn.Module):
         keep.scatter_(1, score.topk(self.topk, dim=1).indices, True)
         return keep if forced is None else keep | forced
 
-    def ordered_selection(self, presence: Tensor,
-                          gt_labels: Optional[Sequence[Tensor]] = None) -> Optional[CategorySelection]:
+    def ordered_selection(self, presence: Tensor, gt_labels: Optional[Sequence[Tensor]] = None
+                          ) -> Optional[CategorySelection]:
         """The selection as node ids, best first, for what it drives (fusion, query
         selection, the decoder's attention to categories): None here, where the
         selection only masks the classification (:class:`CQDINOClassifier` gives one)."""
