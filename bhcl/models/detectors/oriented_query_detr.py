@@ -197,7 +197,8 @@ class OrientedQueryDETR(BaseDetector):
                ) -> Tuple[dict, List[StageOutput]]:
         """Neck maps -> (head outputs, stages) of :meth:`forward_stages`. ``ranking``
         maps the query head's dense outputs to a (B, T) key per location that
-        replaces its scores in the choice of queries (``DistinctQueryHead.select``)."""
+        replaces its scores in the choice of queries (``DistinctQueryHead.select``);
+        without one, a CQ-DINO classifier ranks by the selected categories' scores."""
         feats = tuple(feats)
         classes = self.hierarchy.image_context(feats, gt_labels)
         categories = valid = None

@@ -17,8 +17,17 @@ and call it at the same points of their training and inference:
   internal node named in ``test_cfg.internal_nodes``, and (category queries) is
   selected for the image; other pairs are never returned.
 
+- **CQ-DINO** (``classifier=dict(type='CQDINOClassifier')``): the category selection
+  also drives the detector: :meth:`~HierarchicalClassification.fuse` (image tokens and
+  selected categories, before each encoder layer),
+  :meth:`~HierarchicalClassification.select_proposals` /
+  :meth:`~HierarchicalClassification.proposal_ranking` (query selection) and
+  :meth:`~HierarchicalClassification.selected_categories` (what the decoder layers'
+  ``category_attn`` attends to).
+
 Configured by the detector's ``loss_hcl`` (a ``HierarchicalContrastiveLoss``),
-``classifier`` (a ``CategoryQueries``) and ``test_cfg.internal_nodes``.
+``classifier`` (a ``CategoryQueries`` or ``CQDINOClassifier``) and
+``test_cfg.internal_nodes``.
 """
 import copy
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -31,9 +40,9 @@ from torch import Tensor, nn
 from bhcl.models.losses.hcl_loss import build_contrastive_losses
 from bhcl.structures import LabelTree
 
-from .cqdino_classifier import CQDINOClassifier
 from .category_selection import (CategorySelection, best_selected_logit, gather_categories,
                                  scatter_categories, select_queries, selected_logits)
+from .cqdino_classifier import CQDINOClassifier
 
 
 class ClassContext(NamedTuple):
