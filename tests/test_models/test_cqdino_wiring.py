@@ -265,3 +265,25 @@ def test_the_classifier_rejects_a_second_presence_weight():
     with pytest.raises(ValueError, match='loss_presence=dict'):
         HierarchicalClassification(cfg.label_tree, 2, 64,
                                    classifier=dict(cfg.classifier, loss_weight=2.0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('detector', ['orientedformer', 'rhino'])
+def test_the_cqdino_configs_train_and_validate_through_the_runner(detector, tiny_synthetic,
+                                                                 tmp_path):
+    import sys
+
+    from mmengine.runner import Runner
+
+    from tests.conftest import REPO_ROOT
+    from tests.test_models.test_detector_runner import cfg_options
+    sys.path.insert(0, osp.join(REPO_ROOT, 'tools'))
+    import train as train_tool
+    config = osp.join(CONFIG_DIR, 'synthetic', CONFIGS[detector])
+    args = train_tool.parse_args([config, '--work-dir', str(tmp_path / 'work'),
+                                  '--cfg-options', *cfg_options(tiny_synthetic)])
+    runner = Runner.from_cfg(train_tool.build_cfg(args))
+    runner.train()
+    assert runner.iter == 4 and runner.epoch == 1
+    assert any(k.endswith('dota/mAP') for k in runner.message_hub.log_scalars)
+    assert torch.isfinite(torch.as_tensor(runner.message_hub.get_scalar('train/loss').current()))
