@@ -297,24 +297,36 @@ class DistinctQueryHead(BaseModule):
 
     # --------------------------------------------------------------- loss
     def loss(self, main: List[Candidates], aux: List[Candidates], gts: List[InstanceData],
-             metas: List[dict]) -> Dict[str, Tensor]:
-        """``dense.loss_cls``, ``dense.loss_iou`` and the ``dense_aux.*`` twins."""
+             metas: List[dict], selected: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """``dense.loss_cls``, ``dense.loss_iou`` and the ``dense_aux.*`` twins.
+        ``selected`` (B, K) bool: the only classes each image's classification loss
+        counts (CQ-DINO's category selection)."""
         losses = {}
         for name, prefix, cands in (('main', 'dense', main), ('aux', 'dense_aux', aux)):
             losses.update({f'{prefix}.{k}': v for k, v in
-                           self.branch_loss(name, cands, gts, metas).items()})
+                           self.branch_loss(name, cands, gts, metas, selected).items()})
         return losses
 
     def branch_loss(self, name: str, cands: List[Candidates], gts: List[InstanceData],
-                    metas: List[dict]) -> Dict[str, Tensor]:
+                    metas: List[dict], selected: Optional[Tensor] = None
+                    ) -> Dict[str, Tensor]:
         """Sum over images of QFL and IoU losses, each divided by the batch's (all-reduced)
-        sum of target qualities (at least 1), as in DDQ."""
+        sum of target qualities (at least 1), as in DDQ. With ``selected`` (B, K), the
+        classes outside an image's selection take no part in its QFL: their scores
+        count as 0 (no loss, no gradient) and a positive of such a class is a
+        background for the QFL (its box loss stays), as CQ-DINO's all-zero target."""
         loss_cls, loss_iou = self.losses[name]
         cls_terms, iou_terms, cls_norm, iou_norm = [], [], [], []
-        for (scores, boxes, _), gt, meta in zip(cands, gts, metas):
+        for img, ((scores, boxes, _), gt, meta) in enumerate(zip(cands, gts, metas)):
             labels, quality, pos, pos_gt = self.targets(name, scores, boxes, gt, meta)
-            cls_terms.append(loss_cls(scores, (labels, quality), scores.new_ones(len(labels)),
-                                      avg_factor=1.0))
+            cls_scores, cls_labels = scores, labels
+            if selected is not None:
+                keep = selected[img]
+                cls_scores = scores * keep.to(scores.dtype)
+                cls_labels = labels.masked_fill(
+                    ~torch.cat([keep, keep.new_ones(1)])[labels], len(keep))
+            cls_terms.append(loss_cls(cls_scores, (cls_labels, quality),
+                                      scores.new_ones(len(labels)), avg_factor=1.0))
             iou_terms.append(loss_iou(boxes[pos], pos_gt, weight=quality[pos], avg_factor=1.0)
                              if len(pos) else boxes.sum() * 0)
             cls_norm.append(quality.sum())

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from bhcl.models.layers.hierarchical_classification import (ClassContext,
                                                              HierarchicalClassification,
-                                                             top_candidates)
+                                                             selection_weight, top_candidates)
 from bhcl.structures.box_coding import (box_tensor, denormalize_rboxes, normalize_gt_rboxes,
                                         regularize_long_edge)
 
@@ -247,9 +247,8 @@ class RotatedDINOHead(DINOHead):
         cls_avg_factor = max(cls_avg_factor, 1)
         if selected is not None:
             # categories outside an image's selection take no part in its loss
-            per_image = len(cls_scores) // len(selected)
-            label_weights = label_weights[:, None] * selected.repeat_interleave(
-                per_image, dim=0).to(label_weights)
+            label_weights = label_weights[:, None] * selection_weight(
+                selected, len(cls_scores) // len(selected)).to(label_weights)
         if len(cls_scores):
             loss_cls = self.loss_cls(cls_scores, labels, label_weights,
                                      avg_factor=cls_avg_factor)

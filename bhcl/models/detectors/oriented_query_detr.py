@@ -1,6 +1,7 @@
 """OrientedFormer (the published BHCL baseline) with optional decoupled queries and a
 hierarchical contrastive loss on the class features of every decoder stage."""
 import copy
+from functools import partial
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -66,7 +67,10 @@ class OrientedQueryDETR(BaseDetector):
         classifier: optional ``CategoryQueries`` config: classes come from
             matching each stage's projected class features with image-guided
             category queries (top-K categories per image, presence loss
-            ``loss_presence``) instead of a linear layer.
+            ``loss_presence``) instead of a linear layer. ``CQDINOClassifier`` (with
+            ``decoder.layer_cfg.category_attn``): CQ-DINO, whose selection also drives
+            fusion with the neck's maps, the choice of queries, the decoder layers'
+            attention to categories and the dense head's classification loss.
         test_cfg: ``dict(max_per_img=..., internal_nodes=None, return_node_scores=False)``;
             ``internal_nodes`` (``'all'`` or a list of node names) lets inference predict
             those internal nodes besides the leaves; ``return_node_scores`` adds
@@ -140,6 +144,8 @@ class OrientedQueryDETR(BaseDetector):
         self.hierarchy = HierarchicalClassification(
             self.label_tree, len(self.layers), embed_dims, loss_hcl=loss_hcl,
             classifier=classifier, internal_nodes=self.test_cfg.get('internal_nodes'))
+        self.hierarchy.check_decoder(self.layers[0].category_attn is not None,
+                                     'OrientedQueryDETR')
         # checkpoints written before the hierarchy module kept its parts at the top
         migrate_legacy_keys(self, {'loss_hcl.': 'hierarchy.loss_hcl.',
                                    'category_queries.': 'hierarchy.category_queries.'})
@@ -191,23 +197,49 @@ class OrientedQueryDETR(BaseDetector):
                ) -> Tuple[dict, List[StageOutput]]:
         """Neck maps -> (head outputs, stages) of :meth:`forward_stages`. ``ranking``
         maps the query head's dense outputs to a (B, T) key per location that
-        replaces its scores in the choice of queries (``DistinctQueryHead.select``)."""
+        replaces its scores in the choice of queries (``DistinctQueryHead.select``);
+        without one, a CQ-DINO classifier ranks by the selected categories' scores."""
         feats = tuple(feats)
+        classes = self.hierarchy.image_context(feats, gt_labels)
+        categories = valid = None
+        if classes is not None and classes.selection is not None:  # CQ-DINO
+            feats, classes = self.fuse(feats, classes)
+            categories, valid = self.hierarchy.selected_categories(classes)
+            if ranking is None:
+                ranking = partial(self.category_ranking, classes=classes)
         dense = self.query_head(feats)
         xyzrt, content, main, aux = self.query_head.select(
             dense, None if ranking is None else ranking(dense))
-        classes = self.hierarchy.image_context(feats, gt_labels)
         head = dict(feats=feats, queries=(xyzrt, content), main=main, aux=aux, classes=classes)
         stages: List[StageOutput] = []
         for layer, cls_branch, reg_branch in zip(self.layers, self.cls_branches,
                                                  self.reg_branches):
-            content = layer(content, xyzrt, feats, self.strides)
+            content = layer(content, xyzrt, feats, self.strides, categories, valid)
             cls_feat, loc_feat = layer.split(content)
             new_xyzrt = refine_xyzrt(xyzrt, reg_branch(loc_feat))
             logits = self.hierarchy.classify(cls_branch(cls_feat), classes)
             stages.append(StageOutput(logits, xyzrt_to_boxes(new_xyzrt), new_xyzrt, cls_feat))
             xyzrt = new_xyzrt.detach()
         return head, stages
+
+    def fuse(self, feats: Sequence[Tensor], classes: ClassContext
+             ) -> Tuple[Tuple[Tensor, ...], ClassContext]:
+        """CQ-DINO's category-image fusion on the neck's maps (OrientedFormer has no
+        encoder: the classifier's fusion layers run in a row on the tokens of all
+        levels) -> fused maps and the context with the fused selected categories."""
+        sizes = [f.shape[-2] * f.shape[-1] for f in feats]
+        tokens = torch.cat([f.flatten(2).transpose(1, 2) for f in feats], dim=1)
+        for i in range(self.hierarchy.num_fusion_layers):
+            tokens, classes = self.hierarchy.fuse(i, tokens, classes)
+        fused = tuple(t.transpose(1, 2).reshape(f.shape)
+                      for t, f in zip(tokens.split(sizes, dim=1), feats))
+        return fused, classes
+
+    def category_ranking(self, dense: dict, classes: ClassContext) -> Tensor:
+        """(B, T) key of each location for the choice of queries: its best dense class
+        score over the image's selected categories (CQ-DINO's query selection)."""
+        scores = torch.cat([s.flatten(2) for s in dense['main'][0]], dim=2).transpose(1, 2)
+        return self.hierarchy.proposal_ranking(scores, classes)
 
     def _forward(self, batch_inputs: Tensor, batch_data_samples: SampleList = None):
         _, stages = self.forward_stages(batch_inputs)
@@ -230,8 +262,11 @@ class OrientedQueryDETR(BaseDetector):
         """The losses of :meth:`loss` from the outputs of :meth:`decode`. A list passed
         as ``matches`` receives each stage's Hungarian matching, ``(pos_b, pos_q,
         pos_gt)`` as :meth:`match_indices` gives it, for callers that reuse it."""
-        losses = self.query_head.loss(head['main'], head['aux'], gts, metas)
         classes = head['classes']
+        # CQ-DINO: the dense head's classification counts the selected categories only
+        # (kept off for the classifier without it, whose configs predate the rule)
+        losses = self.query_head.loss(head['main'], head['aux'], gts, metas,
+                                      classes.selected if self.hierarchy.cqdino else None)
         losses.update(self.hierarchy.presence_loss(classes, [gt.labels for gt in gts]))
         # categories outside an image's selection take no part in its queries' loss
         cls_weight = self.hierarchy.class_weight(classes, stages[0].logits.shape[1])

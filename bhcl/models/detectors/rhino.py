@@ -27,7 +27,12 @@ Differences from mmdet's :class:`DINO`:
   queries, conditioned on the neck's maps (the encoder proposals keep a linear
   scorer); ``test_cfg.internal_nodes``: internal nodes inference may predict. All
   three configure ``self.hierarchy``, the :class:`HierarchicalClassification`
-  OrientedFormer uses too, which the head receives as an argument.
+  OrientedFormer uses too, which the head receives as an argument;
+- ``classifier=dict(type='CQDINOClassifier')`` (with ``decoder.layer_cfg.category_attn``):
+  CQ-DINO. The category queries' top-K selection (from the neck's maps) is fused with
+  the image tokens before each encoder layer, ranks the encoder proposals (their
+  linear scores over the selected categories) and is attended to by every decoder
+  layer; the classification losses count the selected categories only.
 """
 import copy
 from typing import Dict, Optional, Tuple, Union
@@ -108,6 +113,15 @@ class RHINO(DINO):
         self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
         self.encoder = DeformableDetrTransformerEncoder(**self.encoder)
         self.decoder = RotatedDinoTransformerDecoder(**self.decoder)
+        if self.hierarchy is not None:
+            self.hierarchy.check_decoder(self.decoder.layers[0].category_attn is not None,
+                                         'RHINO')
+            fusion = self.hierarchy.num_fusion_layers
+            if self.hierarchy.cqdino and fusion != self.encoder.num_layers:
+                raise ValueError(
+                    f'RHINO: classifier.num_fusion_layers ({fusion}) must equal '
+                    f'model.encoder.num_layers ({self.encoder.num_layers}): one fusion '
+                    'layer runs before each encoder layer')
         self.embed_dims = self.encoder.embed_dims
         self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
         num_feats = self.positional_encoding.num_feats
@@ -141,12 +155,13 @@ class RHINO(DINO):
         (category queries) and, per decoder layer i, ``s{i}.loss_hcl_lv{l}``: HCL / BHCL
         on the classification features of its matched matching queries."""
         img_feats = self.extract_feat(batch_inputs)
-        head_inputs = self.forward_transformer(img_feats, batch_data_samples)
         gt_labels = [s.gt_instances.labels for s in batch_data_samples]
-        classes = self.class_context(img_feats, gt_labels)
+        head_inputs = self.forward_transformer(img_feats, batch_data_samples,
+                                               self.class_context(img_feats, gt_labels))
+        classes = head_inputs.get('classes')
         losses, labels = self.bbox_head.loss(**head_inputs,
                                              batch_data_samples=batch_data_samples,
-                                             hierarchy=self.hierarchy, classes=classes)
+                                             hierarchy=self.hierarchy)
         if self.hierarchy is not None:
             losses.update(self.hierarchy.presence_loss(classes, gt_labels))
             losses.update(self.contrastive_losses(head_inputs['hidden_states'],
@@ -182,34 +197,72 @@ class RHINO(DINO):
         among the leaves (and ``test_cfg.internal_nodes``; with category queries, the
         nodes selected for each image)."""
         img_feats = self.extract_feat(batch_inputs)
-        head_inputs = self.forward_transformer(img_feats, batch_data_samples)
+        head_inputs = self.forward_transformer(img_feats, batch_data_samples,
+                                               self.class_context(img_feats))
         results = self.bbox_head.predict(
             **head_inputs, batch_data_samples=batch_data_samples, rescale=rescale,
-            hierarchy=self.hierarchy, classes=self.class_context(img_feats))
+            hierarchy=self.hierarchy)
         return self.add_pred_to_datasample(batch_data_samples, results)
 
     def _forward(self, batch_inputs: Tensor, batch_data_samples=None):
         """Per decoder layer: class logits (L, B, N, K) and boxes (L, B, N, 5)."""
         img_feats = self.extract_feat(batch_inputs)
-        head_inputs = self.forward_transformer(img_feats, batch_data_samples)
+        head_inputs = self.forward_transformer(img_feats, batch_data_samples,
+                                               self.class_context(img_feats))
         return self.bbox_head(head_inputs['hidden_states'], head_inputs['references'],
-                              self.hierarchy, self.class_context(img_feats))
+                              self.hierarchy, head_inputs.get('classes'))
 
     def forward_transformer(self, img_feats: Tuple[Tensor],
-                            batch_data_samples: OptSampleList = None) -> Dict:
+                            batch_data_samples: OptSampleList = None,
+                            classes: Optional[ClassContext] = None) -> Dict:
+        """mmdet's transformer pass (encoder, query selection, decoder) -> the head's
+        inputs. With the batch's category queries ``classes``, the head inputs carry them
+        as ``classes``; with a CQ-DINO selection they are fused with the image tokens in
+        the encoder (the fused ones are returned), rank the proposals and are attended
+        to by the decoder layers."""
         encoder_inputs, decoder_inputs = self.pre_transformer(img_feats, batch_data_samples)
-        encoder_outputs = self.forward_encoder(**encoder_inputs)
+        cqdino = classes is not None and classes.selection is not None
+        if cqdino:
+            encoder_outputs, classes = self.forward_fused_encoder(**encoder_inputs,
+                                                                  classes=classes)
+        else:
+            encoder_outputs = self.forward_encoder(**encoder_inputs)
         tmp_dec_in, head_inputs = self.pre_decoder(**encoder_outputs,
-                                                   batch_data_samples=batch_data_samples)
+                                                   batch_data_samples=batch_data_samples,
+                                                   classes=classes if cqdino else None)
         decoder_inputs.update(tmp_dec_in)
         h, w = batch_data_samples[0].batch_input_shape
         decoder_inputs['aspect_ratio'] = h / w  # the padded input's, for rotated sampling
+        if cqdino:
+            categories, valid = self.hierarchy.selected_categories(classes)
+            decoder_inputs.update(categories=categories, category_valid=valid)
         head_inputs.update(self.forward_decoder(**decoder_inputs))
+        if classes is not None:
+            head_inputs['classes'] = classes
         return head_inputs
 
+    def forward_fused_encoder(self, feat: Tensor, feat_mask: Tensor, feat_pos: Tensor,
+                              spatial_shapes: Tensor, level_start_index: Tensor,
+                              valid_ratios: Tensor, classes: ClassContext
+                              ) -> Tuple[Dict, ClassContext]:
+        """mmdet's deformable encoder with CQ-DINO's category-image fusion before each
+        layer -> (encoder outputs, the context with the fused selected categories)."""
+        reference_points = self.encoder.get_encoder_reference_points(
+            spatial_shapes, valid_ratios, device=feat.device)
+        query = feat
+        for i, layer in enumerate(self.encoder.layers):
+            query, classes = self.hierarchy.fuse(i, query, classes, feat_mask)
+            query = layer(query=query, query_pos=feat_pos, key_padding_mask=feat_mask,
+                          spatial_shapes=spatial_shapes, level_start_index=level_start_index,
+                          valid_ratios=valid_ratios, reference_points=reference_points)
+        return dict(memory=query, memory_mask=feat_mask, spatial_shapes=spatial_shapes), classes
+
     def pre_decoder(self, memory: Tensor, memory_mask: Tensor, spatial_shapes: Tensor,
-                    batch_data_samples: OptSampleList = None) -> Tuple[Dict]:
-        """DINO's two-stage query selection with 5-d boxes (angle logit 0)."""
+                    batch_data_samples: OptSampleList = None,
+                    classes: Optional[ClassContext] = None) -> Tuple[Dict]:
+        """DINO's two-stage query selection with 5-d boxes (angle logit 0); with a
+        CQ-DINO selection in ``classes``, proposals are ranked by their best score over
+        the image's selected categories."""
         bs = memory.shape[0]
         head = self.bbox_head
         cls_out = head.cls_branches[self.decoder.num_layers].out_features
@@ -218,7 +271,10 @@ class RHINO(DINO):
         proposals = torch.cat([proposals, proposals.new_zeros(*proposals.shape[:-1], 1)], -1)
         enc_class = head.cls_branches[self.decoder.num_layers](output_memory)
         enc_coord_unact = head.reg_branches[self.decoder.num_layers](output_memory) + proposals
-        topk = torch.topk(enc_class.max(-1)[0], k=self.num_queries, dim=1)[1]
+        if classes is None:
+            topk = torch.topk(enc_class.max(-1)[0], k=self.num_queries, dim=1)[1]
+        else:
+            topk = self.hierarchy.select_proposals(enc_class, classes, self.num_queries)
         topk_score = torch.gather(enc_class, 1, topk[..., None].expand(-1, -1, cls_out))
         topk_coords_unact = torch.gather(enc_coord_unact, 1, topk[..., None].expand(-1, -1, 5))
         topk_coords = topk_coords_unact.sigmoid()

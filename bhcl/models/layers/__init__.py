@@ -4,6 +4,7 @@ from .category_image_fusion import CategoryImageFusionLayer
 from .category_queries import CategoryQueries
 from .category_selection import (CategorySelection, CategorySelector, gather_categories,
                                  select_categories, select_queries, selection_targets)
+from .cqdino_classifier import CQDINOClassifier
 from .mutual_enhancement import EmbeddingHead, MutualEnhancement
 from .oriented_sampling_attention import OrientedSamplingAttention
 from .query_decoder_layer import (BoxBiasedSelfAttention, DecoupledQueryDecoderLayer,
@@ -14,11 +15,11 @@ from .rotated_deformable_attention import RotatedMultiScaleDeformableAttention
 from .rotated_dino_decoder import RotatedDeformableDecoderLayer, RotatedDinoTransformerDecoder
 
 __all__ = [
-    'BoxBiasedSelfAttention', 'CategoryCrossAttention', 'CategoryEmbeddingsError', 'CategoryImageFusionLayer',
-    'CategoryQueries', 'CategorySelection', 'CategorySelector', 'gather_categories',
-    'load_category_embeddings', 'select_categories', 'select_queries', 'selection_targets', 'DecoupledQueryDecoderLayer',
-    'EmbeddingHead', 'MutualEnhancement', 'OrientedSamplingAttention', 'QueryBranch',
-    'QueryDecoderLayer', 'RotatedCdnQueryGenerator', 'RotatedDeformableDecoderLayer',
-    'RotatedDinoTransformerDecoder', 'RotatedMultiScaleDeformableAttention',
-    'gaussian_position_encoding', 'gaussian_similarity'
+    'BoxBiasedSelfAttention', 'CategoryCrossAttention', 'CategoryEmbeddingsError',
+    'CategoryImageFusionLayer', 'CategoryQueries', 'CategorySelection', 'CategorySelector',
+    'CQDINOClassifier', 'gather_categories', 'load_category_embeddings', 'select_categories',
+    'select_queries', 'selection_targets', 'DecoupledQueryDecoderLayer', 'EmbeddingHead',
+    'MutualEnhancement', 'OrientedSamplingAttention', 'QueryBranch', 'QueryDecoderLayer',
+    'RotatedCdnQueryGenerator', 'RotatedDeformableDecoderLayer', 'RotatedDinoTransformerDecoder',
+    'RotatedMultiScaleDeformableAttention', 'gaussian_position_encoding', 'gaussian_similarity'
 ]

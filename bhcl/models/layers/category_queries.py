@@ -36,6 +36,9 @@ from torch import Tensor, nn
 
 from bhcl.structures import LabelTree
 
+from .category_embeddings import load_category_embeddings
+from .category_selection import CategorySelection
+
 
 def subtree_sizes(tree: LabelTree) -> List[int]:
     """Number of nodes in each node's subtree (the node included)."""
@@ -96,12 +99,15 @@ class CategoryQueries(nn.Module):
         feat_level: the feature level (index into the neck outputs) the
             category queries attend to.
         loss_weight: weight of the presence loss in the detector.
+        init_embeddings: optional embeddings file (one row per tree node, e.g. from a
+            text encoder; see :func:`load_category_embeddings`) the queries start
+            from, instead of a random draw.
     """
 
     def __init__(self, label_tree, embed_dims: int, relation: Optional[str] = 'tree',
                  topk: int = 100, keep_gt: bool = True, num_heads: int = 8,
                  w_min: float = 0.4, w_max: float = 0.8, feat_level: int = -2,
-                 loss_weight: float = 1.0) -> None:
+                 loss_weight: float = 1.0, init_embeddings: Optional[str] = None) -> None:
         super().__init__()
         if relation not in ('tree', 'self_attn', None):
             raise ValueError(f"relation must be 'tree', 'self_attn' or None, got {relation!r}")
@@ -113,6 +119,7 @@ class CategoryQueries(nn.Module):
         self.keep_gt = keep_gt
         self.feat_level = feat_level
         self.loss_weight = loss_weight
+        self.init_embeddings = init_embeddings
         self.queries = nn.Parameter(torch.empty(self.num_classes, embed_dims))
         self.register_buffer('tree_weights', tree_update_weights(self.tree, w_min, w_max),
                              persistent=False)
@@ -126,7 +133,12 @@ class CategoryQueries(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        nn.init.normal_(self.queries, std=self.embed_dims ** -0.5)
+        if self.init_embeddings is None:
+            nn.init.normal_(self.queries, std=self.embed_dims ** -0.5)
+        else:  # checked against the tree by name and width; errors name the file
+            with torch.no_grad():
+                self.queries.copy_(load_category_embeddings(
+                    self.init_embeddings, self.tree.classes, self.embed_dims))
         nn.init.constant_(self.presence.bias, bias_init_with_prob(0.01))
         nn.init.constant_(self.logit_bias, bias_init_with_prob(0.01))
 
@@ -176,6 +188,18 @@ class CategoryQueries(nn.Module):
         keep = torch.zeros_like(presence, dtype=torch.bool)
         keep.scatter_(1, score.topk(self.topk, dim=1).indices, True)
         return keep if forced is None else keep | forced
+
+    def ordered_selection(self, presence: Tensor, gt_labels: Optional[Sequence[Tensor]] = None
+                          ) -> Optional[CategorySelection]:
+        """The selection as node ids, best first, for what it drives (fusion, query
+        selection, the decoder's attention to categories): None here, where the
+        selection only masks the classification (:class:`CQDINOClassifier` gives one)."""
+        return None
+
+    def loss_presence(self, presence: Tensor, gt_labels: Sequence[Tensor]) -> Tensor:
+        """Weighted presence loss of (B, K) logits against each image's annotated nodes."""
+        target = self.presence_targets(gt_labels, len(gt_labels), presence.device)
+        return self.loss_weight * self.presence_loss(presence, target)
 
     def presence_targets(self, gt_labels: Sequence[Tensor], batch: int, device) -> Tensor:
         """(B, K) float: 1 for the nodes annotated in each image."""

@@ -70,11 +70,38 @@ def gather_categories(features: Tensor, selection: CategorySelection) -> Tensor:
     return features.gather(1, idx)
 
 
+def scatter_categories(features: Tensor, selected: Tensor,
+                       selection: CategorySelection) -> Tensor:
+    """(B, K, C) per-image category features with the (B, S, C) ``selected`` ones put
+    back in their nodes' rows (out of place)."""
+    idx = selection.indices[..., None].expand(-1, -1, features.shape[-1])
+    return features.scatter(1, idx, selected)
+
+
+def selection_mask(selection: CategorySelection, num_classes: int) -> Tensor:
+    """(B, K) bool: the valid selected nodes of each image."""
+    mask = torch.zeros(selection.indices.shape[0], num_classes, dtype=torch.bool,
+                       device=selection.indices.device)
+    return mask.scatter(1, selection.indices, selection.valid)
+
+
+def selected_logits(class_logits: Tensor, selection: CategorySelection) -> Tensor:
+    """(B, N, K) proposal logits over every node -> (B, N, S) over the selected ones."""
+    idx = selection.indices[:, None, :].expand(-1, class_logits.shape[1], -1)
+    return class_logits.gather(2, idx)
+
+
+def best_selected_logit(class_logits: Tensor, valid: Tensor) -> Tensor:
+    """(B, N, S) proposal-category logits -> (B, N) each proposal's best logit over
+    the valid selected categories (``-inf`` when there is none)."""
+    return class_logits.masked_fill(~valid[:, None, :], float('-inf')).max(-1).values
+
+
 def select_queries(class_logits: Tensor, valid: Tensor, num_queries: int) -> Tensor:
     """(B, N, S) proposal-category logits -> (B, num_queries) indices of the
     proposals whose best valid selected category scores highest (the encoder's
     query selection, driven by the selected categories)."""
-    best = class_logits.masked_fill(~valid[:, None, :], float('-inf')).max(-1).values
+    best = best_selected_logit(class_logits, valid)
     return best.topk(min(num_queries, best.shape[1]), dim=1).indices
 
 

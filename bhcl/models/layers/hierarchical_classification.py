@@ -17,8 +17,17 @@ and call it at the same points of their training and inference:
   internal node named in ``test_cfg.internal_nodes``, and (category queries) is
   selected for the image; other pairs are never returned.
 
+- **CQ-DINO** (``classifier=dict(type='CQDINOClassifier')``): the category selection
+  also drives the detector: :meth:`~HierarchicalClassification.fuse` (image tokens and
+  selected categories, before each encoder layer),
+  :meth:`~HierarchicalClassification.select_proposals` /
+  :meth:`~HierarchicalClassification.proposal_ranking` (query selection) and
+  :meth:`~HierarchicalClassification.selected_categories` (what the decoder layers'
+  ``category_attn`` attends to).
+
 Configured by the detector's ``loss_hcl`` (a ``HierarchicalContrastiveLoss``),
-``classifier`` (a ``CategoryQueries``) and ``test_cfg.internal_nodes``.
+``classifier`` (a ``CategoryQueries`` or ``CQDINOClassifier``) and
+``test_cfg.internal_nodes``.
 """
 import copy
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -31,6 +40,10 @@ from torch import Tensor, nn
 from bhcl.models.losses.hcl_loss import build_contrastive_losses
 from bhcl.structures import LabelTree
 
+from .category_selection import (CategorySelection, best_selected_logit, gather_categories,
+                                 scatter_categories, select_queries, selected_logits)
+from .cqdino_classifier import CQDINOClassifier
+
 
 class ClassContext(NamedTuple):
     """The category queries of one batch (``classifier``)."""
@@ -38,6 +51,18 @@ class ClassContext(NamedTuple):
     embeddings: Tensor  # (B, K, C) image-conditioned category embeddings
     presence: Tensor    # (B, K) presence logits
     selected: Tensor    # (B, K) bool: the nodes kept for each image
+    # CQ-DINO (``CQDINOClassifier``): the selection as node ids, best first, which
+    # drives fusion, query selection and the decoder's attention; None otherwise
+    selection: Optional[CategorySelection] = None
+
+
+def selection_weight(selected: Optional[Tensor], num_queries: int) -> Optional[Tensor]:
+    """(B * N, K) float weight of each query's classification loss per node from the
+    (B, K) bool selection: 0 for the nodes outside its image's selection (None: every
+    node counts). The one rule both detectors' classification losses use."""
+    if selected is None:
+        return None
+    return selected[:, None, :].expand(-1, num_queries, -1).flatten(0, 1).float()
 
 
 def predict_mask(tree: LabelTree, internal_nodes: Union[None, str, Sequence[str]]) -> Tensor:
@@ -141,7 +166,67 @@ class HierarchicalClassification(nn.Module):
         # conditioning and by HCL's classifier-weight bank in the loss
         categories = cq.category_embeddings()
         emb, presence, selected = cq(feats, gt_labels, categories=categories)
-        return ClassContext(categories, emb, presence, selected)
+        selection = cq.ordered_selection(presence, gt_labels)
+        return ClassContext(categories, emb, presence, selected, selection)
+
+    # ------------------------------------------- CQ-DINO: what the selection drives
+    @property
+    def cqdino(self) -> bool:
+        """Whether the category selection drives the detector (``CQDINOClassifier``):
+        fusion, query selection and the decoder's attention to categories."""
+        return isinstance(self.category_queries, CQDINOClassifier)
+
+    def check_decoder(self, has_category_attn: bool, detector: str) -> None:
+        """Raise when the decoder layers' ``category_attn`` and the classifier disagree."""
+        if has_category_attn != self.cqdino:
+            raise ValueError(
+                f'{detector}: model.decoder.layer_cfg.category_attn (the decoder\'s attention '
+                'to the selected categories) and classifier=dict(type=\'CQDINOClassifier\') '
+                'go together; got ' + ('category_attn without CQDINOClassifier'
+                                       if has_category_attn else
+                                       'CQDINOClassifier without category_attn') +
+                ' (see configs/synthetic/cqdino-*.py)')
+
+    @property
+    def num_fusion_layers(self) -> int:
+        """Category-image fusion layers of the classifier (0 without CQ-DINO)."""
+        return len(getattr(self.category_queries, 'fusion', ()))
+
+    @staticmethod
+    def selected_categories(context: Optional[ClassContext]
+                            ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """The (B, S, C) embeddings of the selected categories, best first, and their
+        (B, S) validity, for the decoder's attention to categories ((None, None)
+        without a CQ-DINO selection)."""
+        if context is None or context.selection is None:
+            return None, None
+        return (gather_categories(context.embeddings, context.selection),
+                context.selection.valid)
+
+    def fuse(self, layer: int, image: Tensor, context: ClassContext,
+             image_padding: Optional[Tensor] = None) -> Tuple[Tensor, ClassContext]:
+        """Fusion layer ``layer`` between (B, N, C) image tokens and the selected
+        categories -> the fused tokens and the context whose selected embeddings are
+        the fused ones (what the object queries are then classified against)."""
+        cats, valid = self.selected_categories(context)
+        image, cats = self.category_queries.fuse(layer, image, cats, image_padding, valid)
+        embeddings = scatter_categories(context.embeddings, cats, context.selection)
+        return image, context._replace(embeddings=embeddings)
+
+    @staticmethod
+    def proposal_ranking(class_logits: Tensor, context: ClassContext) -> Tensor:
+        """(B, N, K) proposal logits -> (B, N): each proposal's best logit over its
+        image's selected categories, the key of CQ-DINO's query selection."""
+        return best_selected_logit(selected_logits(class_logits, context.selection),
+                                   context.selection.valid)
+
+    @staticmethod
+    def select_proposals(class_logits: Tensor, context: ClassContext,
+                         num_queries: int) -> Tensor:
+        """(B, N, K) proposal logits -> (B, num_queries) indices of the proposals
+        with the best :meth:`proposal_ranking` (:func:`select_queries`)."""
+        return select_queries(selected_logits(class_logits, context.selection),
+                              context.selection.valid, num_queries)
 
     def classify(self, projected: Tensor, context: Optional[ClassContext]) -> Tensor:
         """A stage's class-branch output (B, N, K or C) -> logits (B, N, K)."""
@@ -152,19 +237,18 @@ class HierarchicalClassification(nn.Module):
     @staticmethod
     def class_weight(context: Optional[ClassContext], num_queries: int) -> Optional[Tensor]:
         """(B * N, K) float weight of each query's classification loss per node: 0 for
-        the nodes outside its image's selection (None: every node counts)."""
-        if context is None:
-            return None
-        return context.selected[:, None, :].expand(-1, num_queries, -1).flatten(0, 1).float()
+        the nodes outside its image's selection (None: every node counts);
+        :func:`selection_weight`."""
+        return selection_weight(None if context is None else context.selected, num_queries)
 
     def presence_loss(self, context: Optional[ClassContext],
                       gt_labels: List[Tensor]) -> Dict[str, Tensor]:
-        """``loss_presence``: the category queries' multi-label presence loss ({} without)."""
+        """``loss_presence``: the category queries' multi-label presence loss ({} without):
+        focal (``CategoryQueries``) or asymmetric and ancestor-masked (``CQDINOClassifier``)."""
         if context is None:
             return {}
-        cq = self.category_queries
-        target = cq.presence_targets(gt_labels, len(gt_labels), context.presence.device)
-        return dict(loss_presence=cq.loss_weight * cq.presence_loss(context.presence, target))
+        return dict(loss_presence=self.category_queries.loss_presence(context.presence,
+                                                                      gt_labels))
 
     def contrastive_loss(self, stage: int, feats: Tensor, labels: Tensor,
                          linear_weight: Optional[Tensor] = None,

@@ -5,16 +5,22 @@ feeds both the class and the box head. :class:`DecoupledQueryDecoderLayer`
 keeps content of width 2C = concat(cls, loc): the self-attention runs over all
 2C channels, then each half goes through its own oriented cross-attention and
 FFN, so the class half and the box half only meet in the self-attention.
+
+``category_attn=dict(num_heads=...)`` (CQ-DINO) adds a
+:class:`CategoryCrossAttention` after the self-attention: the query (its class
+half, when decoupled) attends to the image's selected categories before the
+oriented cross-attention to the image.
 """
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from mmrotate.registry import MODELS
 from torch import Tensor, nn
 
-from .oriented_sampling_attention import OrientedSamplingAttention
 from bhcl.structures.box_coding import xyzrt_to_boxes
 
+from .category_cross_attention import CategoryCrossAttention
+from .oriented_sampling_attention import OrientedSamplingAttention
 from .rbox_ops import gaussian_position_encoding, gaussian_similarity
 
 
@@ -87,6 +93,8 @@ class QueryDecoderLayer(nn.Module):
             cross-attention (paper: 64, 32, 4).
         ffn_channels: hidden width of each FFN.
         dropout: dropout of the self-attention and the FFNs.
+        category_attn: ``CategoryCrossAttention`` arguments besides ``embed_dims``
+            (CQ-DINO's attention to the selected categories), or None.
     """
     num_branches = 1
 
@@ -95,7 +103,8 @@ class QueryDecoderLayer(nn.Module):
                  num_heads: int = 8,
                  attn_cfg: dict = dict(num_heads=64, num_points=32, reduction=4),
                  ffn_channels: int = 2048,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0,
+                 category_attn: Optional[dict] = None):
         super().__init__()
         self.embed_dims = embed_dims
         self.self_attn = BoxBiasedSelfAttention(self.content_channels, num_heads, embed_dims,
@@ -103,6 +112,9 @@ class QueryDecoderLayer(nn.Module):
         self.branches = nn.ModuleList(
             QueryBranch(embed_dims, dict(attn_cfg), ffn_channels, dropout)
             for _ in range(self.num_branches))
+        # built last, so that a seed draws the other weights as without it
+        self.category_attn = None if category_attn is None else CategoryCrossAttention(
+            embed_dims, **category_attn)
 
     @property
     def content_channels(self) -> int:
@@ -119,9 +131,24 @@ class QueryDecoderLayer(nn.Module):
         nn.init.uniform_(self.self_attn.tau, 0.0, 4.0)
 
     def forward(self, content: Tensor, xyzrt: Tensor, feats: Sequence[Tensor],
-                strides: Sequence[int]) -> Tensor:
-        """(B, N, D) content, (B, N, 5) boxes ``xyzrt``, pyramid maps -> new (B, N, D) content."""
+                strides: Sequence[int], categories: Optional[Tensor] = None,
+                category_valid: Optional[Tensor] = None) -> Tensor:
+        """(B, N, D) content, (B, N, 5) boxes ``xyzrt``, pyramid maps -> new (B, N, D)
+        content. ``categories`` (B, S, C) and ``category_valid`` (B, S): the selected
+        categories, which a layer with ``category_attn`` needs."""
         content = self.self_attn(content, xyzrt)
+        if (self.category_attn is None) != (categories is None):
+            raise ValueError(
+                'a decoder layer with category_attn needs the selected categories (a '
+                'CQDINOClassifier), and only such a layer takes them: set '
+                'decoder.layer_cfg.category_attn together with '
+                "classifier=dict(type='CQDINOClassifier')")
+        if categories is not None:
+            # the box encoding is already part of the content (added by the self-attention)
+            cls_feat, loc_feat = self.split(content)
+            cls_feat = self.category_attn(cls_feat, categories, category_valid=category_valid)
+            content = cls_feat if self.num_branches == 1 else torch.cat([cls_feat, loc_feat],
+                                                                        dim=-1)
         parts = content.chunk(self.num_branches, dim=-1)
         return torch.cat([branch(part, xyzrt, feats, strides)
                           for branch, part in zip(self.branches, parts)], dim=-1)

@@ -14,6 +14,11 @@ The layer type is chosen in the config, as for OrientedFormer:
 or ``'DecoupledRotatedDecoderLayer'`` (the BHCL paper's decoupled queries). Each
 layer type says how many query streams it carries and how to split a query into
 what the classifier and the box branch read (``num_streams``, ``split``).
+``layer_cfg.category_attn=dict(num_heads=...)`` (CQ-DINO, either type) adds a
+:class:`CategoryCrossAttention` between the self-attention and the rotated
+cross-attention: the query (its classification half, when decoupled) attends to
+the image's selected categories, which the decoder passes as ``categories`` and
+``category_valid``.
 """
 import math
 from typing import Optional, Tuple
@@ -29,6 +34,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmrotate.registry import MODELS
 from torch import Tensor, nn
 
+from .category_cross_attention import CategoryCrossAttention
 from .rotated_deformable_attention import RotatedMultiScaleDeformableAttention
 
 
@@ -46,6 +52,29 @@ def rbox_to_encoding(ref: Tensor, num_feats: int, with_angle: bool = True) -> Te
 
 DEFAULT_LAYER = 'RotatedDeformableDecoderLayer'
 
+CATEGORY_MISMATCH = (
+    'a decoder layer with category_attn needs the selected categories (a CQDINOClassifier), '
+    'and only such a layer takes them: set decoder.layer_cfg.category_attn together with '
+    "classifier=dict(type='CQDINOClassifier')")
+
+
+def build_category_attn(embed_dims: int, cfg: Optional[dict]) -> Optional[nn.Module]:
+    """A layer's :class:`CategoryCrossAttention` (None without ``category_attn``)."""
+    return None if cfg is None else CategoryCrossAttention(embed_dims, **cfg)
+
+
+def attend_categories(layer: nn.Module, query: Tensor, query_pos: Optional[Tensor],
+                      categories: Optional[Tensor], category_valid: Optional[Tensor]) -> Tensor:
+    """The query's classification stream attends to the selected categories (the
+    identity for a layer without ``category_attn``)."""
+    if (layer.category_attn is None) != (categories is None):
+        raise ValueError(CATEGORY_MISMATCH)
+    if categories is None:
+        return query
+    cls, loc = layer.split(query)
+    cls = layer.category_attn(cls, categories, query_pos, category_valid)
+    return cls if layer.num_streams == 1 else torch.cat([cls, loc], dim=-1)
+
 
 @MODELS.register_module()
 class RotatedDeformableDecoderLayer(DeformableDetrTransformerDecoderLayer):
@@ -54,9 +83,30 @@ class RotatedDeformableDecoderLayer(DeformableDetrTransformerDecoderLayer):
 
     num_streams = 1
 
+    def __init__(self, *args, category_attn: Optional[dict] = None, **kwargs) -> None:
+        self.category_attn_cfg = category_attn
+        super().__init__(*args, **kwargs)
+
     def _init_layers(self) -> None:
         super()._init_layers()
         self.cross_attn = RotatedMultiScaleDeformableAttention(**self.cross_attn_cfg)
+        self.category_attn = build_category_attn(self.embed_dims, self.category_attn_cfg)
+
+    def forward(self, query: Tensor, key: Tensor = None, value: Tensor = None,
+                query_pos: Tensor = None, key_pos: Tensor = None,
+                self_attn_mask: Tensor = None, cross_attn_mask: Tensor = None,
+                key_padding_mask: Tensor = None, categories: Optional[Tensor] = None,
+                category_valid: Optional[Tensor] = None, **kwargs) -> Tensor:
+        """DETR's decoder layer (self-attention, cross-attention, FFN, each post-norm),
+        with the attention to ``categories`` (B, S, C) after the self-attention."""
+        query = self.norms[0](self.self_attn(
+            query=query, key=query, value=query, query_pos=query_pos, key_pos=query_pos,
+            attn_mask=self_attn_mask, **kwargs))
+        query = attend_categories(self, query, query_pos, categories, category_valid)
+        query = self.norms[1](self.cross_attn(
+            query=query, key=key, value=value, query_pos=query_pos, key_pos=key_pos,
+            attn_mask=cross_attn_mask, key_padding_mask=key_padding_mask, **kwargs))
+        return self.norms[2](self.ffn(query))
 
     def split(self, query: Tensor) -> Tuple[Tensor, Tensor]:
         """(..., C) query -> (what the classifier reads, what the box branch reads)."""
@@ -75,7 +125,8 @@ class DecoupledRotatedDecoderLayer(BaseModule):
     num_streams = 2
 
     def __init__(self, self_attn_cfg: dict, cross_attn_cfg: dict, ffn_cfg: dict,
-                 norm_cfg: dict = dict(type='LN'), init_cfg=None) -> None:
+                 norm_cfg: dict = dict(type='LN'), category_attn: Optional[dict] = None,
+                 init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         c = cross_attn_cfg['embed_dims']
         self.embed_dims = c
@@ -87,14 +138,17 @@ class DecoupledRotatedDecoderLayer(BaseModule):
                                      for _ in range(2))
         self.ffn = ModuleList(FFN(**ffn_cfg) for _ in range(2))
         self.norms = ModuleList(build_norm_layer(norm_cfg, c)[1] for _ in range(4))
+        self.category_attn = build_category_attn(c, category_attn)
 
     def forward(self, query: Tensor, query_pos: Tensor, value: Tensor,
                 self_attn_mask: Optional[Tensor] = None, key_padding_mask=None,
+                categories: Optional[Tensor] = None, category_valid: Optional[Tensor] = None,
                 **kwargs) -> Tensor:
         pos = torch.cat([query_pos, query_pos], dim=-1)
         query = self.self_norm(self.self_attn(query=query, key=query, value=query,
                                               query_pos=pos, key_pos=pos,
                                               attn_mask=self_attn_mask))
+        query = attend_categories(self, query, query_pos, categories, category_valid)
         streams = []
         for i, half in enumerate(query.split(self.embed_dims, dim=-1)):
             half = self.norms[2 * i](self.cross_attn[i](
