@@ -1,6 +1,8 @@
+import os
 import os.path as osp
 
 import pytest
+import torch
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DATA_DIR = osp.join(REPO_ROOT, 'tests', 'data')
@@ -16,6 +18,30 @@ def load_script(relpath: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# torch's default (the cores, or OMP_NUM_THREADS) shared among pytest-xdist's workers (-n N)
+TORCH_THREADS = max(1, torch.get_num_threads()
+                    // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1)))
+
+
+@pytest.fixture(autouse=True)
+def _torch_thread_count():
+    """Every test starts with the same thread count: a tool run in-process
+    (``torch.set_num_threads(1)`` in a benchmark's main) leaks none to the next."""
+    torch.set_num_threads(TORCH_THREADS)
+    yield
+
+
+@pytest.fixture
+def record_log(monkeypatch):
+    """``record_log(module, name)``: the list of messages that ``module.name(msg, ...)``
+    (a module's logging function) receives for the rest of the test."""
+    def record(module, name: str) -> list:
+        messages = []
+        monkeypatch.setattr(module, name, lambda msg, *args, **kwargs: messages.append(msg))
+        return messages
+    return record
 
 
 @pytest.fixture
@@ -43,6 +69,24 @@ def tiny_synthetic(tmp_path_factory):
                           seed=1)
     generate_synthetic_dataset(str(out), tree_config('synthetic'), cfg)
     return str(out) + '/'
+
+
+NOT_A_PNG = b'\x89PNG\r\n\x1a\n but the rest is not an image'
+
+
+@pytest.fixture
+def corrupt_synthetic(tiny_synthetic, tmp_path):
+    """(data_root, {split: path}): a copy of the tiny synthetic set whose first train and
+    first val image are corrupt PNGs (:data:`NOT_A_PNG`)."""
+    import shutil
+    root = tmp_path / 'data'
+    shutil.copytree(tiny_synthetic, root)
+    bad = {}
+    for split in ('train', 'val'):
+        name = sorted(os.listdir(root / split / 'images'))[0]
+        (root / split / 'images' / name).write_bytes(NOT_A_PNG)
+        bad[split] = str(root / split / 'images' / name)
+    return str(root) + '/', bad
 
 
 def smoke_overrides(data_root: str, max_epochs: int = 1) -> dict:

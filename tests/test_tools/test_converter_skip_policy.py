@@ -19,10 +19,9 @@ from tests.test_tools.test_dataset_converters import converter, make_voc, write_
 
 
 @pytest.fixture
-def logged(monkeypatch):
-    messages = []
-    monkeypatch.setattr(skip_module, '_warn', messages.append)
-    return messages
+def logged(record_log):
+    """Messages the skip policy logs (its default logger)."""
+    return record_log(skip_module, '_warn')
 
 
 def listing(root):
