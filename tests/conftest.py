@@ -20,6 +20,36 @@ def load_script(relpath: str):
     return module
 
 
+_SCRIPT_RUNNER = r"""
+import os, runpy, sys
+for script, *args in {calls!r}:
+    sys.argv, sys.path[0] = [script, *args], os.path.dirname(os.path.abspath(script))
+    try:
+        runpy.run_path(script, run_name='__main__')
+    except SystemExit as stop:
+        if stop.code not in (None, 0):
+            raise
+    print({marker!r}, flush=True)
+"""
+
+
+def run_scripts(*calls, cwd: str = REPO_ROOT) -> list:
+    """Run ``(script, *args)`` calls one after another as ``python script args`` would
+    (``__main__``, ``sys.argv``, the script's folder first on ``sys.path``), in one fresh
+    interpreter that pays the mm* imports once. Returns each call's stdout; asserts that
+    all succeeded."""
+    import subprocess
+    import sys
+    marker = '<<end of script>>'
+    code = _SCRIPT_RUNNER.format(calls=[tuple(map(str, c)) for c in calls], marker=marker)
+    proc = subprocess.run([sys.executable, '-c', code], cwd=cwd, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    outputs = proc.stdout.split(marker + '\n')
+    assert len(outputs) == len(calls) + 1
+    return outputs[:-1]
+
+
 # torch's default (the cores, or OMP_NUM_THREADS) shared among pytest-xdist's workers (-n N)
 TORCH_THREADS = max(1, torch.get_num_threads()
                     // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1)))
