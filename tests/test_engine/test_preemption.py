@@ -61,6 +61,11 @@ def load(work_dir, iteration=LAST):
     return load_checkpoint(work_dir, f'iter_{iteration}.pth')
 
 
+# the tests that compare with the straight run share one worker under pytest-xdist, so it
+# trains once
+SHARES_STRAIGHT = pytest.mark.xdist_group('preemption_straight')
+
+
 @pytest.fixture(scope='module')
 def straight(tiny_synthetic, tmp_path_factory):
     """The uninterrupted run (every checkpoint kept)."""
@@ -76,6 +81,7 @@ def kill_plan(seed=32, kills=3):
     return [(it, rng.choice(['before', 'after', 'save'])) for it in iterations]
 
 
+@SHARES_STRAIGHT
 @pytest.mark.slow
 def test_three_sigkills_then_resume_is_bit_exact(tiny_synthetic, straight, tmp_path):
     work_dir = tmp_path / 'killed'
@@ -94,6 +100,7 @@ def test_three_sigkills_then_resume_is_bit_exact(tiny_synthetic, straight, tmp_p
     assert max_difference(load(straight), load(work_dir)) == 0.0
 
 
+@SHARES_STRAIGHT
 @pytest.mark.slow
 def test_sigterm_sigusr1_and_a_truncated_checkpoint(tiny_synthetic, straight, tmp_path):
     work_dir = tmp_path / 'stopped'
@@ -114,6 +121,7 @@ def test_sigterm_sigusr1_and_a_truncated_checkpoint(tiny_synthetic, straight, tm
     assert max_difference(load(straight), load(work_dir)) == 0.0
 
 
+@SHARES_STRAIGHT
 @pytest.mark.slow
 @pytest.mark.parametrize('num_workers, start', [(0, 5), (2, 3)])
 def test_resume_from_a_mid_epoch_checkpoint_is_bit_exact(tiny_synthetic, straight, tmp_path,
