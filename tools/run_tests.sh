@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the bhcl test suite (installs whatever is still missing first).
-#   bash tools/run_tests.sh [pytest args...]     e.g. -m "not slow" for the fast tier
+#   bash tools/run_tests.sh [pytest args...]     e.g. -m "not slow" for the fast tier,
+#                                                -n 0 for one process instead of one per core
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

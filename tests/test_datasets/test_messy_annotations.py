@@ -19,11 +19,9 @@ PLANES = LabelTree.from_paths(['Airplane', 'Airplane/Boeing', 'Airplane/Boeing/B
 
 
 @pytest.fixture
-def logged(monkeypatch):
+def logged(record_log):
     """Messages the skip policy logs (its default logger)."""
-    messages = []
-    monkeypatch.setattr(skip_module, '_warn', messages.append)
-    return messages
+    return record_log(skip_module, '_warn')
 
 
 def write_image(path, size=(64, 48)):

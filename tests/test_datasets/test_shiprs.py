@@ -70,10 +70,9 @@ def test_voc_release_with_image_set(tmp_path):
             s['level_mismatch']) == (2, 6, 1, 2, 0)
 
 
-def test_dock_count_is_logged(tmp_path, monkeypatch):
+def test_dock_count_is_logged(tmp_path, record_log):
     import bhcl.datasets.hierarchical_dota as module
-    logged = []
-    monkeypatch.setattr(module, 'print_log', lambda msg, **kw: logged.append(msg))
+    logged = record_log(module, 'print_log')
     ShipRSImageNetDataset(**make_voc(tmp_path))
     assert any('skipped_ignored:Dock=1' in m for m in logged)
 

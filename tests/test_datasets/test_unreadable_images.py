@@ -1,7 +1,6 @@
 """An image that cannot be read is named with what is wrong and the fix."""
 import os
 import os.path as osp
-import shutil
 
 import pytest
 from mmengine.config import Config
@@ -9,10 +8,7 @@ from mmengine.registry import init_default_scope
 from mmrotate.registry import DATASETS
 
 from bhcl.datasets.image_check import UnreadableImageError, image_problem, read_image_or_raise
-from tests.conftest import SMOKE_CONFIG
-
-NOT_A_PNG = b'\x89PNG\r\n\x1a\n but the rest is not an image'
-
+from tests.conftest import NOT_A_PNG, SMOKE_CONFIG
 
 def test_image_problem_says_missing_empty_or_not_an_image(tmp_path, tiny_synthetic):
     good = osp.join(tiny_synthetic, 'val', 'images', sorted(os.listdir(
@@ -36,19 +32,6 @@ def test_image_problem_says_missing_empty_or_not_an_image(tmp_path, tiny_synthet
                                '(0 bytes); restore it')
 
 
-@pytest.fixture
-def corrupt_copy(tiny_synthetic, tmp_path):
-    """The tiny synthetic set with its first train and val images made corrupt PNGs."""
-    root = tmp_path / 'data'
-    shutil.copytree(tiny_synthetic, root)
-    bad = {}
-    for split in ('train', 'val'):
-        name = sorted(os.listdir(root / split / 'images'))[0]
-        (root / split / 'images' / name).write_bytes(NOT_A_PNG)
-        bad[split] = str(root / split / 'images' / name)
-    return str(root) + '/', bad
-
-
 def build_dataset(split: str, data_root: str, **overrides):
     cfg = Config.fromfile(SMOKE_CONFIG)
     init_default_scope('mmrotate')
@@ -61,8 +44,8 @@ def index_of(dataset, path: str) -> int:
     return next(i for i in range(len(dataset)) if dataset.get_data_info(i)['img_path'] == path)
 
 
-def test_corrupt_png_in_a_test_set_names_file_problem_and_fix(corrupt_copy):
-    data_root, bad = corrupt_copy
+def test_corrupt_png_in_a_test_set_names_file_problem_and_fix(corrupt_synthetic):
+    data_root, bad = corrupt_synthetic
     dataset = build_dataset('val', data_root)
     with pytest.raises(UnreadableImageError) as info:
         dataset[index_of(dataset, bad['val'])]
@@ -74,8 +57,8 @@ def test_corrupt_png_in_a_test_set_names_file_problem_and_fix(corrupt_copy):
     assert isinstance(info.value.__cause__, AssertionError)   # mmcv's 'failed to load image'
 
 
-def test_corrupt_png_in_a_training_set_gives_the_skip_option(corrupt_copy):
-    data_root, bad = corrupt_copy
+def test_corrupt_png_in_a_training_set_gives_the_skip_option(corrupt_synthetic):
+    data_root, bad = corrupt_synthetic
     dataset = build_dataset('train', data_root)
     idx = index_of(dataset, bad['train'])
     with pytest.raises(UnreadableImageError, match="or skip such images in training with "

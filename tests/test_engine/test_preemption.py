@@ -9,28 +9,21 @@ its checkpoint is serialised), stopped by SIGTERM / SIGUSR1 (checkpoint at the
 next iteration boundary, exit status 75) and resumed with ``--resume``, one of
 them from a work dir whose newest checkpoint was truncated on disk.
 """
-import os
-import os.path as osp
 import random
 import signal
-import subprocess
-import sys
 
 import pytest
-import torch
 
 from bhcl.engine import EXIT_PREEMPTED
-from tests.conftest import BHCL_SMOKE_CONFIG, REPO_ROOT, smoke_overrides
-from tests.test_engine.test_exact_resume import _free_port, max_difference
+from tests.conftest import BHCL_SMOKE_CONFIG, smoke_overrides
+from tests.training import load_checkpoint, max_difference, train_process
 
 EPOCHS, ITERS_PER_EPOCH = 2, 4
 LAST = EPOCHS * ITERS_PER_EPOCH
 
 
 def _options(data_root, num_workers=0, keep=2, batch_size=2):
-    opts = smoke_overrides(data_root, max_epochs=EPOCHS)
-    opts['train_dataloader.dataset.dataset.data_root'] = opts.pop(
-        'train_dataloader.dataset.data_root')
+    opts = smoke_overrides(data_root, max_epochs=EPOCHS, two_view=True)
     opts.update({
         'train_dataloader.batch_size': batch_size,  # 8 images -> 4 iterations of 4 views
         'train_dataloader.num_workers': num_workers,
@@ -57,24 +50,20 @@ def _config(tmp_path, name, fault=None):
     return str(path)
 
 
-def train(data_root, work_dir, config=BHCL_SMOKE_CONFIG, resume=None, expect=0, **options):
-    """Run tools/train.py; returns its output (asserting the exit status)."""
-    opts = _options(data_root, **options)
-    cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config,
-           '--work-dir', str(work_dir), '--cfg-options'] + [f'{k}={v}' for k, v in opts.items()]
-    if resume:
-        cmd += ['--resume'] + ([] if resume == 'auto' else [resume])
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1')
-    proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=900)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == expect, f'exit status {proc.returncode}\n' + out[-4000:]
-    return out
+def train(data_root, work_dir, config=BHCL_SMOKE_CONFIG, resume=None, expect=0, nproc=1,
+          **options):
+    """Train in fresh processes; returns their output (asserting the exit status)."""
+    return train_process(config, work_dir, _options(data_root, **options), resume=resume,
+                         nproc=nproc, expect=expect)
 
 
 def load(work_dir, iteration=LAST):
-    return torch.load(osp.join(str(work_dir), f'iter_{iteration}.pth'), map_location='cpu',
-                      weights_only=False)
+    return load_checkpoint(work_dir, f'iter_{iteration}.pth')
+
+
+# the tests that compare with the straight run share one worker under pytest-xdist, so it
+# trains once
+SHARES_STRAIGHT = pytest.mark.xdist_group('preemption_straight')
 
 
 @pytest.fixture(scope='module')
@@ -92,12 +81,13 @@ def kill_plan(seed=32, kills=3):
     return [(it, rng.choice(['before', 'after', 'save'])) for it in iterations]
 
 
+@SHARES_STRAIGHT
 @pytest.mark.slow
 def test_three_sigkills_then_resume_is_bit_exact(tiny_synthetic, straight, tmp_path):
     work_dir = tmp_path / 'killed'
     for i, (at, when) in enumerate(kill_plan()):
         config = _config(tmp_path, f'kill{i}', dict(at=at, sig='SIGKILL', when=when))
-        train(tiny_synthetic, work_dir, config, resume='auto' if i else None,
+        train(tiny_synthetic, work_dir, config, resume=True if i else None,
               expect=-signal.SIGKILL)
         # killed inside iteration `at`, after its update or while saving it:
         # the newest checkpoint on record is the one before
@@ -105,11 +95,12 @@ def test_three_sigkills_then_resume_is_bit_exact(tiny_synthetic, straight, tmp_p
         assert last == str(work_dir / f'iter_{at - 1}.pth')
     # a kill while writing leaves a partial temporary file: removed, never resumed from
     (work_dir / '.iter_99.pth.tmp').write_bytes(open(last, 'rb').read()[:1000])
-    out = train(tiny_synthetic, work_dir, resume='auto')
+    out = train(tiny_synthetic, work_dir, resume=True)
     assert 'removed .iter_99.pth.tmp' in out
     assert max_difference(load(straight), load(work_dir)) == 0.0
 
 
+@SHARES_STRAIGHT
 @pytest.mark.slow
 def test_sigterm_sigusr1_and_a_truncated_checkpoint(tiny_synthetic, straight, tmp_path):
     work_dir = tmp_path / 'stopped'
@@ -119,17 +110,18 @@ def test_sigterm_sigusr1_and_a_truncated_checkpoint(tiny_synthetic, straight, tm
     assert max_difference(load(straight, 3), load(work_dir, 3)) == 0.0
     # resumed inside epoch 1, stopped again inside epoch 2
     config = _config(tmp_path, 'usr1', dict(at=7, sig='SIGUSR1', when='before'))
-    out = train(tiny_synthetic, work_dir, config, resume='auto', expect=EXIT_PREEMPTED)
+    out = train(tiny_synthetic, work_dir, config, resume=True, expect=EXIT_PREEMPTED)
     assert 'resuming epoch 1 after batch 3/4' in out
     assert 'SIGUSR1: stopped after iteration 7' in out
     newest = work_dir / 'iter_7.pth'
     newest.write_bytes(newest.read_bytes()[:newest.stat().st_size // 2])
-    out = train(tiny_synthetic, work_dir, resume='auto')
+    out = train(tiny_synthetic, work_dir, resume=True)
     assert f'cannot resume from {newest}: not a complete checkpoint' in out
     assert 'resuming epoch 2 after batch 2/4' in out
     assert max_difference(load(straight), load(work_dir)) == 0.0
 
 
+@SHARES_STRAIGHT
 @pytest.mark.slow
 @pytest.mark.parametrize('num_workers, start', [(0, 5), (2, 3)])
 def test_resume_from_a_mid_epoch_checkpoint_is_bit_exact(tiny_synthetic, straight, tmp_path,
@@ -148,30 +140,16 @@ def test_resume_from_a_mid_epoch_checkpoint_is_bit_exact(tiny_synthetic, straigh
     assert max_difference(load(reference), load(resumed)) == 0.0
 
 
-def _dist_train(data_root, work_dir, config=BHCL_SMOKE_CONFIG, resume=False, expect=0):
-    opts = _options(data_root, batch_size=2)  # per process: 2 iterations of 2 x 2 views
-    cmd = ['bash', osp.join(REPO_ROOT, 'tools', 'dist_train.sh'), config, '2',
-           '--work-dir', str(work_dir), '--cfg-options'] + [f'{k}={v}' for k, v in opts.items()]
-    if resume:
-        cmd.append('--resume')
-    env = dict(os.environ, OMP_NUM_THREADS='1', PORT=str(_free_port()))
-    proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=900)
-    out = proc.stdout + proc.stderr
-    assert (proc.returncode == 0) == (expect == 0), f'exit status {proc.returncode}\n' + out[-4000:]
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.dist
 def test_sigusr1_to_one_rank_stops_both_and_resume_is_bit_exact(tiny_synthetic, tmp_path):
     """Two gloo processes; rank 1 alone gets SIGUSR1 during iteration 3 (the
     first of epoch 2): both save at its end and stop; --resume finishes the run."""
     straight_dir, stopped = tmp_path / 'straight', tmp_path / 'stopped'
-    _dist_train(tiny_synthetic, straight_dir)
+    train(tiny_synthetic, straight_dir, nproc=2)  # per process: 2 iterations of 2 x 2 views
     config = _config(tmp_path, 'usr1_rank1', dict(at=3, sig='SIGUSR1', when='before', rank=1))
-    out = _dist_train(tiny_synthetic, stopped, config, expect=EXIT_PREEMPTED)
+    out = train(tiny_synthetic, stopped, config, expect=EXIT_PREEMPTED, nproc=2)
     assert 'a signal to another rank: stopped after iteration 3' in out
     assert 'exitcode  : 75' in out  # torchrun's report of each process
-    _dist_train(tiny_synthetic, stopped, resume=True)
+    train(tiny_synthetic, stopped, resume=True, nproc=2)
     assert max_difference(load(straight_dir, 4), load(stopped, 4)) == 0.0

@@ -103,9 +103,8 @@ def test_explicit_label_tree_flat_fallback_and_mismatch():
         run_evaluator(HierarchicalDOTAMetric(label_tree=dict(parents={'x': None})), samples)
 
 
-def test_per_class_table_is_logged(monkeypatch):
-    logged = []
-    monkeypatch.setattr(metric_module, 'print_log', lambda msg, **kw: logged.append(msg))
+def test_per_class_table_is_logged(record_log):
+    logged = record_log(metric_module, 'print_log')
     run_evaluator(HierarchicalDOTAMetric(iou_thrs=[0.5], eval_mode='area'), hand_samples())
     text = '\n'.join(logged)
     assert re.search(r'\| A1b +\| 2 +\| y +\| 1 +\| 2 +\| 1\.0000 +\| 0\.5000 +\| 0\.5000 \|',

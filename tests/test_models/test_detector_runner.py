@@ -15,10 +15,7 @@ BHCL_SMOKE = osp.join(CONFIG_DIR, 'synthetic',
 
 
 def cfg_options(data_root, **extra):
-    opts = smoke_overrides(data_root)
-    # the training set sits inside the two-view wrapper
-    opts['train_dataloader.dataset.dataset.data_root'] = opts.pop(
-        'train_dataloader.dataset.data_root')
+    opts = smoke_overrides(data_root, two_view=True)
     opts.update(extra)
     return [f'{k}={v}' for k, v in opts.items()]
 

@@ -64,9 +64,8 @@ def test_cosine_assignment_matches_a_brute_force_loop():
         assert label == best
 
 
-def test_sizes_are_clipped_with_a_warning(monkeypatch):
-    logged = []
-    monkeypatch.setattr(clustering_module, '_log', lambda msg, level=0: logged.append(msg))
+def test_sizes_are_clipped_with_a_warning(record_log):
+    logged = record_log(clustering_module, '_log')
     x, _ = blobs(n_per=4, dim=16, centres=3)
     x[1] = x[0]   # 11 distinct samples
     model = fit_cluster_model(x, dim=256, num_clusters=256)

@@ -136,9 +136,8 @@ def test_filtered_boxes_and_embeddings_stay_aligned(tmp_path, r18, monkeypatch):
                                    atol=1e-4, rtol=1e-4)
 
 
-def test_images_left_without_boxes_are_counted(tmp_path, r18, monkeypatch):
-    logged = []
-    monkeypatch.setattr(embeddings_module, '_log', lambda msg, level=0: logged.append(msg))
+def test_images_left_without_boxes_are_counted(tmp_path, r18, record_log):
+    logged = record_log(embeddings_module, '_log')
     img_dir, prop_dir, out_dir = tmp_path / 'images', tmp_path / 'proposals', tmp_path / 'emb'
     img_dir.mkdir()
     write_image_folder(img_dir, num=2)

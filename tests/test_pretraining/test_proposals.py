@@ -91,9 +91,8 @@ def test_read_proposals_accepts_headers_and_any_class_name(tmp_path):
     assert dropped == 0
 
 
-def test_read_proposals_counts_degenerate_boxes(tmp_path, monkeypatch):
-    logged = []
-    monkeypatch.setattr(proposals_module, '_log', lambda msg, level=0: logged.append(msg))
+def test_read_proposals_counts_degenerate_boxes(tmp_path, record_log):
+    logged = record_log(proposals_module, '_log')
     path = tmp_path / 'p.txt'
     path.write_text('10 10 30 10 30 20 10 20 object 0\n5 5 9 5 9 5 5 5 object 0\n')
     boxes, dropped = read_proposals(str(path))
@@ -108,10 +107,9 @@ def test_malformed_proposal_line_names_file_and_line(tmp_path):
         read_proposals(str(path))
 
 
-def test_generate_proposal_files_counts_images_without_proposals(tmp_path, monkeypatch):
+def test_generate_proposal_files_counts_images_without_proposals(tmp_path, record_log):
     import cv2
-    logged = []
-    monkeypatch.setattr(proposals_module, '_log', lambda msg, level=0: logged.append(msg))
+    logged = record_log(proposals_module, '_log')
     img_dir, out_dir = tmp_path / 'images', tmp_path / 'proposals'
     img_dir.mkdir()
     write_image_folder(img_dir, num=2)

@@ -1,7 +1,6 @@
 """Everyday tools: slurm launchers, browse_dataset, per-level confusion matrices, the
 hierarchical visualiser (tools/test.py --show-dir) and the tracker backends."""
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -20,18 +19,15 @@ from bhcl.evaluation.functional.confusion_matrix import (ConfusionSample,
                                                          level_confusion_matrices, match_image)
 from bhcl.structures import LabelTree
 from bhcl.structures.geometry import poly_to_rbox
-from tests.conftest import BHCL_SMOKE_CONFIG, CONFIG_DIR, REPO_ROOT, SMOKE_CONFIG, tree_config
+from tests.conftest import (BHCL_SMOKE_CONFIG, CONFIG_DIR, REPO_ROOT, SMOKE_CONFIG, load_script,
+                            tree_config)
 
 RUNTIME = osp.join(CONFIG_DIR, '_base_', 'default_runtime.py')
 TREE = LabelTree.from_config(tree_config('synthetic'))
 
 
-def load_tool(name):
-    path = osp.join(REPO_ROOT, 'tools', 'analysis_tools', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'analysis_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def analysis_tool(name):
+    return load_script(f'tools/analysis_tools/{name}.py')
 
 
 def data_options(root):
@@ -162,7 +158,7 @@ def test_browse_dataset_draws_tree_paths_and_other(tiny_synthetic, tmp_path, mon
         f.write('20 20 60 20 60 40 20 40 Other Warship 0\n')
     texts = drawn_texts(monkeypatch)
     out = tmp_path / 'browse'
-    drawn = load_tool('browse_dataset').main(
+    drawn = analysis_tool('browse_dataset').main(
         [SMOKE_CONFIG, '--phase', 'val', '--not-show', '--output-dir', str(out),
          '--cfg-options', *data_options(f'{root}/')])
     files = sorted(os.listdir(out))
@@ -183,7 +179,7 @@ def test_browse_dataset_draws_tree_paths_and_other(tiny_synthetic, tmp_path, mon
 
 def test_browse_dataset_draws_every_view(tiny_synthetic, tmp_path):
     out = tmp_path / 'views'
-    load_tool('browse_dataset').main(
+    analysis_tool('browse_dataset').main(
         [BHCL_SMOKE_CONFIG, '--not-show', '--output-dir', str(out), '--max-images', '2',
          '--cfg-options', f'train_dataloader.dataset.dataset.data_root={tiny_synthetic}'])
     assert sorted(os.listdir(out)) == ['train_00000_view0.png', 'train_00000_view1.png',
@@ -192,7 +188,7 @@ def test_browse_dataset_draws_every_view(tiny_synthetic, tmp_path):
 
 def test_browse_dataset_needs_somewhere_to_draw():
     with pytest.raises(SystemExit):
-        load_tool('browse_dataset').parse_args([SMOKE_CONFIG, '--not-show'])
+        analysis_tool('browse_dataset').parse_args([SMOKE_CONFIG, '--not-show'])
 
 
 # ------------------------------------------------------------- confusion matrix
@@ -249,7 +245,7 @@ def test_confusion_matrix_tool_writes_pngs(tiny_synthetic, tmp_path):
     with open(pkl, 'wb') as f:
         pickle.dump(preds, f)
     out = tmp_path / 'cm'
-    levels = load_tool('confusion_matrix').main(
+    levels = analysis_tool('confusion_matrix').main(
         [SMOKE_CONFIG, str(pkl), str(out), '--cfg-options', *data_options(tiny_synthetic)])
     assert sorted(os.listdir(out)) == ['confusion_matrices.json', 'confusion_matrix_level0.png',
                                        'confusion_matrix_level1.png',
@@ -267,7 +263,7 @@ def test_confusion_matrix_tool_writes_pngs(tiny_synthetic, tmp_path):
     with open(pkl, 'wb') as f:
         pickle.dump(preds, f)
     with pytest.raises(ValueError, match=r"predictions for 1 images the dataset lacks.*unknown"):
-        load_tool('confusion_matrix').main(
+        analysis_tool('confusion_matrix').main(
             [SMOKE_CONFIG, str(pkl), str(out), '--cfg-options', *data_options(tiny_synthetic)])
 
 
@@ -300,7 +296,7 @@ def test_test_tool_show_dir_labels_predictions_with_tree_paths(tiny_synthetic, t
 
 # ------------------------------------------------------------------------ t-SNE
 def test_level_silhouettes_match_a_hand_computed_cosine_silhouette():
-    tsne = load_tool('query_tsne')
+    tsne = analysis_tool('query_tsne')
     tree = LabelTree.from_paths(['A', 'A/a1', 'A/a2', 'B', 'B/b1'])
     emb = np.array([[1., 0.], [0.9, 0.1], [0.8, 0.3], [0., 1.], [0.1, 0.9]])
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
@@ -333,7 +329,7 @@ def test_query_tsne_tool_writes_one_picture_per_level(tiny_synthetic, tmp_path):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmrotate.registry import MODELS
-    tsne = load_tool('query_tsne')
+    tsne = analysis_tool('query_tsne')
     init_default_scope('mmrotate')
     torch.manual_seed(0)
     model = MODELS.build(Config.fromfile(BHCL_SMOKE_CONFIG).model)
@@ -369,7 +365,7 @@ def test_probe_targets_mark_every_ancestor(tiny_synthetic):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmrotate.registry import DATASETS
-    probe = load_tool('linear_probe')
+    probe = analysis_tool('linear_probe')
     init_default_scope('mmrotate')
     ds_cfg = Config.fromfile(SMOKE_CONFIG).val_dataloader.dataset
     ds_cfg.data_root = tiny_synthetic
@@ -385,7 +381,7 @@ def test_probe_targets_mark_every_ancestor(tiny_synthetic):
 
 
 def test_probe_metrics_on_a_hand_computed_case():
-    probe = load_tool('linear_probe')
+    probe = analysis_tool('linear_probe')
     tree = LabelTree.from_paths(['A', 'A/a1', 'B'])
     target = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 1], [1, 1, 1]], dtype=np.float32)
     prob = np.array([[.9, .8, .1], [.7, .6, .2], [.2, .1, .9], [.6, .3, .4]])
@@ -402,7 +398,7 @@ def test_probe_metrics_on_a_hand_computed_case():
 def test_linear_probe_tool_compares_encoders(tiny_synthetic, tmp_path):
     from mmengine.registry import init_default_scope
     from mmrotate.registry import MODELS
-    probe = load_tool('linear_probe')
+    probe = analysis_tool('linear_probe')
     init_default_scope('mmrotate')
     torch.manual_seed(1)
     other = MODELS.build(dict(type='mmdet.ResNet', depth=18, out_indices=(3,)))

@@ -15,14 +15,13 @@ from bhcl.datasets.formats import RawObject, fair1m_xml_string, read_dota_object
 from bhcl.datasets.merge import Detections, merge_patch_detections
 from bhcl.datasets.split import MissingLabelError, SplitConfig, split_images
 from bhcl.structures import LabelTree
-from tests.test_tools.test_dataset_converters import load_tool, make_voc, write_image
+from tests.test_tools.test_dataset_converters import converter, make_voc, write_image
 
 
 @pytest.fixture
-def logged(monkeypatch):
-    messages = []
-    monkeypatch.setattr(skip_module, '_warn', messages.append)
-    return messages
+def logged(record_log):
+    """Messages the skip policy logs (its default logger)."""
+    return record_log(skip_module, '_warn')
 
 
 def listing(root):
@@ -67,7 +66,7 @@ def test_fair1m_converter_stops_without_outputs_or_skips_like_the_dataset(
     points = text.index('<points>', text.index('Bus'))
     (xml_dir / '2.xml').write_text(text[:points] + text[text.index('</points>', points) + 9:])
     (xml_dir / '3.xml').write_bytes(b'<annotation><objects>caf\xe9')
-    tool = load_tool('fair1m_xml_to_dota')
+    tool = converter('fair1m_xml_to_dota')
     out = tmp_path / 'out'
     with pytest.raises(AnnotationError, match=r"2.xml: object #1 \('Bus'\): 0 <point>"):
         tool.main([str(xml_dir), '--out-dir', str(out)])
@@ -92,7 +91,7 @@ def test_shiprs_converter_skips_images_as_the_dataset_does(tmp_path, capsys, log
     make_voc(voc)                                            # val: 000001, train: 000002
     (voc / 'ImageSets' / 'train.txt').write_text('000001.bmp\n000002.bmp\n000009.bmp\n')
     (voc / 'JPEGImages' / '000002.bmp').unlink()
-    tool = load_tool('shiprs_voc_to_dota')
+    tool = converter('shiprs_voc_to_dota')
     with pytest.raises(FileNotFoundError, match="000002.xml: image '000002': found no file"):
         tool.main([str(voc), str(tmp_path / 'out'), '--splits', 'val', 'train'])
     assert not (tmp_path / 'out').exists()                  # val was converted, then removed
@@ -128,7 +127,7 @@ def numbered_scene(tmp_path, extra_images=()):
 def test_split_round_trips_names_ending_in_a_number(tmp_path):
     img_dir, ann_dir = numbered_scene(tmp_path)
     out = tmp_path / 'split'
-    load_tool('split_images').main(['--img-dirs', str(img_dir), '--ann-dir', str(ann_dir),
+    converter('split_images').main(['--img-dirs', str(img_dir), '--ann-dir', str(ann_dir),
                                     '--out-dir', str(out), '--size', '200', '--gap', '100'])
     names = set()
     for txt in os.listdir(out / 'labelTxt'):
@@ -149,7 +148,7 @@ def test_split_stops_without_outputs_or_skips(tmp_path, logged, capsys):
     write_image(img_dir / 'latin.png', (80, 80))
     (ann_dir / 'latin.txt').write_bytes('10 10 40 10 40 30 10 30 Caf\xe9 0\n'.encode('latin-1'))
     (ann_dir / 'big.txt').write_text('\n'.join(NUMBERED + ['1 2 3 Boeing 737']) + '\n')
-    tool = load_tool('split_images')
+    tool = converter('split_images')
     args = ['--img-dirs', str(img_dir), '--ann-dir', str(ann_dir), '--out-dir',
             str(tmp_path / 'out'), '--size', '200', '--gap', '100']
     with pytest.raises(AnnotationError, match=r'big.txt:5: expected "x1 y1'):
@@ -194,7 +193,7 @@ class RecordingBar:
 
 
 def with_bar(monkeypatch, name):
-    tool = load_tool(name)
+    tool = converter(name)
     monkeypatch.setattr(tool, 'ProgressBar', RecordingBar)
     RecordingBar.bars = []
     return tool

@@ -1,5 +1,4 @@
 """XML -> DOTA txt converters: library and CLI, round trip through the datasets."""
-import importlib.util
 import os
 import os.path as osp
 import shutil
@@ -12,15 +11,11 @@ from bhcl.datasets import AnnotationError, FAIR1MDataset, ShipRSImageNetDataset
 from bhcl.datasets.convert import place_images, xml_to_dota_dir, xml_to_dota_file
 from bhcl.datasets.formats import RawObject, fair1m_xml_string, read_fair1m_xml
 from bhcl.structures import LabelTree
-from tests.conftest import DATA_DIR, REPO_ROOT, tree_config
+from tests.conftest import DATA_DIR, load_script, tree_config
 
 
-def load_tool(name):
-    path = osp.join(REPO_ROOT, 'tools', 'dataset_converters', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'converter_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def converter(name):
+    return load_script(f'tools/dataset_converters/{name}.py')
 
 
 def write_image(path, size=(200, 200)):
@@ -46,7 +41,7 @@ def instances(ds):
 def test_shiprs_cli_round_trip(tmp_path, capsys):
     voc, out = tmp_path / 'VOC_Format', tmp_path / 'dota'
     make_voc(voc)
-    load_tool('shiprs_voc_to_dota').main([str(voc), str(out)])
+    converter('shiprs_voc_to_dota').main([str(voc), str(out)])
     printed = capsys.readouterr().out
     assert 'train: files=1, ignored:Dock=1, images=1, objects=5' in printed
     assert 'val: files=1, images=1, objects=1' in printed
@@ -70,11 +65,11 @@ def test_shiprs_cli_counts_level_mismatch_and_copies(tmp_path, capsys):
     make_voc(voc)
     xml = voc / 'Annotations' / '000002.xml'
     xml.write_text(xml.read_text().replace('<level_2>5</level_2>', '<level_2>4</level_2>'))
-    load_tool('shiprs_voc_to_dota').main([str(voc), str(out), '--splits', 'train',
+    converter('shiprs_voc_to_dota').main([str(voc), str(out), '--splits', 'train',
                                           '--images', 'copy'])
     assert 'level_mismatch=1' in capsys.readouterr().out
     assert not osp.islink(out / 'train' / 'images' / '000002.bmp')
-    load_tool('shiprs_voc_to_dota').main([str(voc), str(tmp_path / 'o2'), '--splits', 'train',
+    converter('shiprs_voc_to_dota').main([str(voc), str(tmp_path / 'o2'), '--splits', 'train',
                                           '--levels', 'none'])
     assert 'level_mismatch' not in capsys.readouterr().out
 
@@ -83,7 +78,7 @@ def test_shiprs_cli_bad_input(tmp_path):
     voc = tmp_path / 'VOC_Format'
     make_voc(voc)
     (voc / 'ImageSets' / 'train.txt').write_text('000002.bmp\n000009.bmp\n')
-    tool = load_tool('shiprs_voc_to_dota')
+    tool = converter('shiprs_voc_to_dota')
     with pytest.raises(FileNotFoundError, match=r"000009.xml: no annotation for image '000009'"):
         tool.main([str(voc), str(tmp_path / 'a'), '--splits', 'train'])
     (voc / 'ImageSets' / 'train.txt').write_text('000002.bmp\n')
@@ -122,7 +117,7 @@ def fair1m_fixture(tmp_path):
 def test_fair1m_cli_round_trip(tmp_path, capsys, underscores):
     xml_dir, _ = fair1m_fixture(tmp_path)
     out = tmp_path / 'labelTxt'
-    load_tool('fair1m_xml_to_dota').main(
+    converter('fair1m_xml_to_dota').main(
         [str(xml_dir), '--out-dir', str(out)] + (['--underscores'] if underscores else []))
     assert 'files=2, objects=5' in capsys.readouterr().out
     text = (out / '12.txt').read_text()
@@ -147,7 +142,7 @@ def test_fair1m_cli_several_folders_and_collisions(tmp_path, capsys):
     other = tmp_path / 'part2'
     other.mkdir()
     shutil.copy(osp.join(DATA_DIR, 'fair1m_xml', '0.xml'), other / '0.xml')
-    tool = load_tool('fair1m_xml_to_dota')
+    tool = converter('fair1m_xml_to_dota')
     tool.main([str(xml_dir), str(other), '--out-dir', str(tmp_path / 'out')])
     assert sorted(os.listdir(tmp_path / 'out')) == ['0.txt', '1.txt', '12.txt']
     shutil.copy(xml_dir / '1.xml', other / '1.xml')

@@ -1,5 +1,4 @@
 """Image splitting, merging patch predictions (rotated NMS) and the result exporters."""
-import importlib.util
 import os
 import os.path as osp
 import pickle
@@ -21,17 +20,9 @@ from bhcl.datasets.split import (SplitConfig, objects_in_window, parse_patch_nam
                                  sliding_windows, split_image, split_images, window_starts)
 from bhcl.structures import LabelTree
 from bhcl.structures.geometry import poly_area, poly_to_rbox, rbox_to_poly
-from tests.conftest import DATA_DIR, REPO_ROOT, tree_config
+from tests.conftest import DATA_DIR, load_script, tree_config
 
 CFG = SplitConfig(size=256, gap=56, iof_thr=0.7)   # windows x: 0, 200, 344; y: 0, 194
-
-
-def load_tool(name):
-    path = osp.join(REPO_ROOT, 'tools', 'dataset_converters', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'converter_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def coded_image(width, height):
@@ -180,7 +171,7 @@ def test_split_bad_input(scene, tmp_path):
 
 def test_split_cli_with_worker_processes(scene, tmp_path, capsys):
     img_dir, ann_dir = scene
-    load_tool('split_images').main([
+    load_script('tools/dataset_converters/split_images.py').main([
         '--img-dirs', str(img_dir), '--ann-dir', str(ann_dir), '--out-dir', str(tmp_path / 'o'),
         '--size', '256', '--gap', '56', '--nproc', '2'])
     assert 'images=1, lost=0, objects=5, patch_objects=' in capsys.readouterr().out
@@ -342,7 +333,7 @@ def test_export_cli_merges_patches_into_a_fair1m_zip(scene, tmp_path, capsys):
     write_pickle(tmp_path / 'preds.pkl', items)
     assert cv2.imwrite(str(tmp_path / 'o' / 'images' / 'empty__256__0___0.tif'),
                        coded_image(8, 8))
-    tool = load_tool('export_predictions')
+    tool = load_script('tools/dataset_converters/export_predictions.py')
     tool.main([str(tmp_path / 'preds.pkl'), '--out-dir', str(tmp_path / 'sub'), '--format',
                'fair1m', '--merge-patches', '--image-dir', str(tmp_path / 'o' / 'images'),
                '--zip'])

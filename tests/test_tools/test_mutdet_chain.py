@@ -1,49 +1,38 @@
 """The MutDet pre-training chain of docs/pretraining.md on a tiny synthetic set:
 proposals -> embeddings -> clusters -> pre-training (tools/train.py) -> converter ->
 fine-tuning config loads the converted weights."""
-import os.path as osp
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, run_scripts
 
-ROOT = osp.dirname(CONFIG_DIR)
-PRETRAIN = osp.join(CONFIG_DIR, 'mutdet', 'mutdet-pretrain_orientedformer-r18_1xb4-12e_synthetic.py')
-FINETUNE = osp.join(CONFIG_DIR, 'mutdet',
-                    'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic_mutdet-init.py')
-
-
-def run(*args):
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out.stdout
+PRETRAIN = f'{CONFIG_DIR}/mutdet/mutdet-pretrain_orientedformer-r18_1xb4-12e_synthetic.py'
+FINETUNE = (f'{CONFIG_DIR}/mutdet/'
+            'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic_mutdet-init.py')
 
 
 @pytest.mark.slow
 def test_pretraining_chain_end_to_end(tmp_path):
-    data = tmp_path / 'data'
-    run('tools/generate_synthetic_dataset.py', '--out', str(data), '--preset', 'bench',
-        '--num-train', '8', '--num-val', '2')
-    run('tools/pretraining/generate_proposals.py', str(data / 'train' / 'images'),
-        str(tmp_path / 'proposals'))
-    run('tools/pretraining/extract_embeddings.py', '--depth', '18', '--checkpoint', 'none',
-        '--out-size', '32', str(data / 'train' / 'images'), str(tmp_path / 'proposals'),
-        str(tmp_path / 'embeddings'))
-    run('tools/pretraining/cluster_embeddings.py', str(tmp_path / 'embeddings'),
-        str(data / 'pseudo_labels' / 'train'), '--model', str(tmp_path / 'clusters.pth'),
-        '--fit', '--num-clusters', '16', '--dim', '32')
-    work = tmp_path / 'pretrain'
-    run('tools/train.py', PRETRAIN, '--work-dir', str(work), '--cfg-options',
-        f'train_dataloader.dataset.data_root={data}/', 'train_cfg.max_epochs=1',
-        'model.object_channels=32')
+    """The docs' commands in their order, each run as ``python tools/...`` would run it
+    (one interpreter for the chain, so the mm* imports are paid once)."""
+    data, work, init = tmp_path / 'data', tmp_path / 'pretrain', tmp_path / 'init.pth'
+    *_, report = run_scripts(
+        ('tools/generate_synthetic_dataset.py', '--out', data, '--preset', 'bench',
+         '--num-train', '8', '--num-val', '2'),
+        ('tools/pretraining/generate_proposals.py', data / 'train' / 'images',
+         tmp_path / 'proposals'),
+        ('tools/pretraining/extract_embeddings.py', '--depth', '18', '--checkpoint', 'none',
+         '--out-size', '32', data / 'train' / 'images', tmp_path / 'proposals',
+         tmp_path / 'embeddings'),
+        ('tools/pretraining/cluster_embeddings.py', tmp_path / 'embeddings',
+         data / 'pseudo_labels' / 'train', '--model', tmp_path / 'clusters.pth',
+         '--fit', '--num-clusters', '16', '--dim', '32'),
+        ('tools/train.py', PRETRAIN, '--work-dir', work, '--cfg-options',
+         f'train_dataloader.dataset.data_root={data}/', 'train_cfg.max_epochs=1',
+         'model.object_channels=32'),
+        ('tools/model_converters/mutdet_to_finetune.py', work / 'epoch_1.pth', FINETUNE, init))
     ckpt = torch.load(work / 'epoch_1.pth', map_location='cpu', weights_only=False)
     assert any(k.startswith('enhancement.') for k in ckpt['state_dict'])
-    init = tmp_path / 'init.pth'
-    report = run('tools/model_converters/mutdet_to_finetune.py', str(work / 'epoch_1.pth'),
-                 FINETUNE, str(init))
     assert 'dropped_pretrain_only' in report and 'missing (20)' in report
 
     from mmengine.config import Config

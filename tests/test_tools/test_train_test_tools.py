@@ -3,7 +3,6 @@ import json
 import os
 import os.path as osp
 import pickle
-import socket
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ from mmengine.config import Config
 
 from tests.conftest import REPO_ROOT, SMOKE_CONFIG, smoke_overrides
 from tests.detections import assert_same_detections
+from tests.training import free_port, train_process
 
 sys.path.insert(0, osp.join(REPO_ROOT, 'tools'))
 import test as test_tool  # noqa: E402
@@ -90,12 +90,6 @@ def test_train_validate_save_resume_and_test(tiny_synthetic, tmp_path):
     assert len(preds) == 4 and 'pred_instances' in preds[0]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 RHINO_BHCL_SMOKE = osp.join(REPO_ROOT, 'configs', 'synthetic',
                             'bhcl-rhino-decoupled_r18_1xb2-12e_synthetic.py')
 
@@ -106,17 +100,9 @@ RHINO_BHCL_SMOKE = osp.join(REPO_ROOT, 'configs', 'synthetic',
                          ids=['orientedformer', 'rhino-bhcl'])
 def test_dist_train_two_cpu_processes(tiny_synthetic, tmp_path, config):
     work = str(tmp_path / 'dist')
-    env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1')
-    opts = cfg_options(tiny_synthetic)
-    if config == RHINO_BHCL_SMOKE:  # two views: the training set sits in the wrapper
-        opts = [o.replace('train_dataloader.dataset.data_root',
-                          'train_dataloader.dataset.dataset.data_root') for o in opts]
-    cmd = ['bash', osp.join(REPO_ROOT, 'tools', 'dist_train.sh'), config, '2',
-           '--work-dir', work, '--cfg-options', *opts, 'train_cfg.val_interval=100']
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    log = proc.stdout + proc.stderr
+    # two views for RHINO-BHCL: the training set sits in the wrapper
+    options = smoke_overrides(tiny_synthetic, two_view=config == RHINO_BHCL_SMOKE)
+    log = train_process(config, work, {**options, 'train_cfg.val_interval': 100}, nproc=2)
     assert 'Distributed launcher: pytorch' in log or 'launcher: pytorch' in log
     assert "'backend': 'gloo'" in log or 'gloo' in log
     assert osp.exists(osp.join(work, 'epoch_1.pth'))
@@ -126,7 +112,8 @@ def test_dist_train_two_cpu_processes(tiny_synthetic, tmp_path, config):
     # tools/dist_test.sh: 2 processes predict what one process predicts, image by image
     ckpt = osp.join(work, 'epoch_1.pth')
     dist_out = str(tmp_path / 'dist_preds.pkl')
-    env['PORT'] = str(free_port())
+    env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1')
+    opts = [f'{k}={v}' for k, v in options.items()]
     cmd = ['bash', osp.join(REPO_ROOT, 'tools', 'dist_test.sh'), config, ckpt, '2',
            '--work-dir', str(tmp_path / 'dist_test'), '--out', dist_out, '--cfg-options', *opts]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,

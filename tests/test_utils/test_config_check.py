@@ -169,6 +169,9 @@ def test_keys_the_configs_set_in_typed_dicts_are_accepted_as_new(config):
 def test_the_test_suites_overrides_pass_the_check(tmp_path):
     cfg = Config.fromfile(SMOKE_CONFIG)
     apply_cfg_options(cfg, smoke_overrides(str(tmp_path)))
+    cfg = Config.fromfile(BHCL_SMOKE_CONFIG)
+    apply_cfg_options(cfg, smoke_overrides(str(tmp_path), two_view=True))
+    assert cfg.train_dataloader.dataset.dataset.pipeline[3].scale == (128, 128)
 
 
 def test_amp_stops_before_the_runner_without_cuda(monkeypatch):
