@@ -13,7 +13,11 @@ from a SimCLR-pre-trained backbone
 three the MutDet pre-training experiment: '+decoupling, 10% labels' (the first
 10% of the training images, same iterations), '+decoupling, MutDet init' and
 '+decoupling, MutDet init, 10% labels' (``--mutdet-init FILE``, a converted
-pre-training checkpoint; docs/pretraining.md).
+pre-training checkpoint; docs/pretraining.md). Two optional rows put CQ-DINO's classifier
+(``CQDINOClassifier``: fusion, top-K selection, category attention) in place of the linear one:
+'BHCL, CQ-DINO head' (two views, beside 'BHCL, category-query head') and
+'+decoupling+BHCL, CQ-DINO head, one view', paired by seed with '+decoupling+BHCL, one view' of
+the grid (``--grid --variants ... --reference '+decoupling+BHCL, one view'``).
 
     python benchmarks/synthetic_ablation.py [--seeds 0 1 2] [--jobs 2]
         [--variants baseline ...] [--iters 800] [--lr 1e-3] [--work-dir DIR]
@@ -75,6 +79,7 @@ BASELINE = 'orientedformer_r18_1xb4-12e_synthetic.py'
 DECOUPLED = 'orientedformer-decoupled_r18_1xb4-12e_synthetic.py'
 HCL = 'hcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py'
 BHCL = 'bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py'
+CQDINO = 'cqdino-bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py'
 SIMCLR_PLACEHOLDER = '<--simclr-backbone>'
 MUTDET_PLACEHOLDER = '<--mutdet-init>'
 # placeholder in a row's settings -> the command-line option (argparse dest) giving the file
@@ -95,6 +100,11 @@ VARIANTS = {
         BHCL, {'loss_hcl.prototype_bank': dict(type='LearnablePrototypeBank')}),
     'BHCL, category-query head': ('cq-bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py',
                                   {}),
+    # CQ-DINO (issue 29): its classifier in place of the linear one, paired with the
+    # linear rows of the same views
+    'BHCL, CQ-DINO head': (CQDINO, {}),
+    '+decoupling+BHCL, CQ-DINO head, one view': (CQDINO, {},
+                                                  dict(views=1, published_switches=True)),
     'rotated RetinaNet (reference)': ('rotated-retinanet_r18_fpn_1xb4-12e_synthetic.py', {}),
     # the paper's second column: RHINO (rotated DINO) and its three ablation rows
     'RHINO': ('rhino_r18_1xb4-12e_synthetic.py', {}),
@@ -137,7 +147,8 @@ TASKS = {'bench': 'synthetic_label_tree.py', 'hierarchical': 'synthetic_hierarch
 OPTIONAL = ('+decoupling, SimCLR backbone', '+decoupling, MutDet init',
             '+decoupling, 10% labels', '+decoupling, MutDet init, 10% labels',
             '+decoupling+HCL, one view', '+decoupling+BHCL, one view',
-            'RHINO +decoupling+HCL, one view', 'RHINO +decoupling+BHCL, one view')
+            'RHINO +decoupling+HCL, one view', 'RHINO +decoupling+BHCL, one view',
+            'BHCL, CQ-DINO head', '+decoupling+BHCL, CQ-DINO head, one view')
 COLUMNS = [('leaf_mAP', 'leaf mAP'), ('leaf_AP50', 'leaf AP50'), ('lv0_AP50', 'lv0 AP50'),
            ('lv1_AP50', 'lv1 AP50'), ('lv2_AP50', 'lv2 AP50'), ('head_AP50', 'head AP50'),
            ('tail_AP50', 'tail AP50')]
