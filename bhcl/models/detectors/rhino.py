@@ -41,7 +41,7 @@ import torch
 from mmdet.models.detectors import DINO
 from mmdet.models.layers import SinePositionalEncoding
 from mmdet.models.layers.transformer import DeformableDetrTransformerEncoder
-from mmdet.structures import OptSampleList
+from mmdet.structures import DetDataSample, OptSampleList, SampleList
 from mmrotate.registry import MODELS
 from torch import Tensor, nn
 
@@ -55,6 +55,14 @@ from bhcl.structures import LabelTree
 from bhcl.utils.class_order import guard_class_order
 
 ROTATED_DN_KEYS = ('angle_noise', 'max_groups')
+
+
+def unpadded_samples(batch_inputs: Tensor) -> SampleList:
+    """One data sample per (B, 3, H, W) input image whose image fills the input
+    (``img_shape == batch_input_shape == (H, W)``)."""
+    shape = tuple(batch_inputs.shape[-2:])
+    return [DetDataSample(metainfo=dict(img_shape=shape, batch_input_shape=shape))
+            for _ in range(batch_inputs.shape[0])]
 
 
 @MODELS.register_module()
@@ -204,8 +212,12 @@ class RHINO(DINO):
             hierarchy=self.hierarchy)
         return self.add_pred_to_datasample(batch_data_samples, results)
 
-    def _forward(self, batch_inputs: Tensor, batch_data_samples=None):
-        """Per decoder layer: class logits (L, B, N, K) and boxes (L, B, N, 5)."""
+    def _forward(self, batch_inputs: Tensor, batch_data_samples: OptSampleList = None):
+        """Per decoder layer: class logits (L, B, N, K) and boxes (L, B, N, 5). Without
+        ``batch_data_samples`` (tensor mode, as FLOP counting calls it) every image
+        fills the unpadded ``batch_inputs``."""
+        if batch_data_samples is None:
+            batch_data_samples = unpadded_samples(batch_inputs)
         img_feats = self.extract_feat(batch_inputs)
         head_inputs = self.forward_transformer(img_feats, batch_data_samples,
                                                self.class_context(img_feats))
