@@ -44,6 +44,10 @@ RETIRED_KEYS = {
     'model.decoder.decoupled': (
         "decoupling is the decoder layer type: set model.decoder.layer_cfg.type="
         "DecoupledRotatedDecoderLayer (RHINO) or DecoupledQueryDecoderLayer (OrientedFormer)"),
+    'model.bbox_head.decoupled': (
+        "decoupling is the decoder layer type, from which RHINO's head learns how to split "
+        "its queries: remove bbox_head.decoupled and set model.decoder.layer_cfg.type="
+        "DecoupledRotatedDecoderLayer for decoupled queries"),
 }
 
 

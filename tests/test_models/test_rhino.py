@@ -145,7 +145,7 @@ def test_overfitting_one_batch_lowers_the_loss():
 
 def test_decoupled_streams_classes_from_the_first_half_boxes_from_the_second():
     model = build(decoder=decoupled_decoder()).train()
-    assert model.bbox_head.decoupled and model.decoder.decoupled
+    assert model.bbox_head.num_streams == 2 and model.decoder.decoupled
     for branch in model.bbox_head.reg_branches:  # zero-initialised: no gradient to see
         torch.nn.init.normal_(branch[-1].weight)
     hidden = torch.randn(2, 2, 7, 2 * C, requires_grad=True)
@@ -288,3 +288,25 @@ def test_group_hungarian_equals_the_block_diagonal_problem():
     expected = assigned.view(groups, n + q)[:, :n]
     assert torch.equal(dn_group_hungarian(dn_cost, match_cost), expected)
     assert (expected == -1).any() and (expected >= 0).any()  # both cases occur
+
+
+def test_the_head_splits_its_queries_as_the_decoder_layer_type():
+    """The head's split follows the layer type alone; no config sets it."""
+    for model, streams in ((build(), 1), (build(decoder=decoupled_decoder()), 2)):
+        assert model.bbox_head.num_streams == model.decoder.layer_type.num_streams == streams
+        query = torch.randn(2, 3, streams * C)
+        for got, want in zip(model.bbox_head.split_streams(query),
+                             model.decoder.layers[0].split(query)):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('decoupled', True, r"decoupled=True is no longer an option.*remove bbox_head\.decoupled "
+                        r"and set model\.decoder\.layer_cfg\.type=DecoupledRotatedDecoderLayer"),
+    ('num_streams', 2, r'remove model\.bbox_head\.num_streams.*decoder layer type')])
+def test_a_config_cannot_set_how_the_head_splits_its_queries(key, value, message):
+    cfg = copy.deepcopy(CFG)
+    cfg['bbox_head'][key] = value
+    init_default_scope('mmrotate')
+    with pytest.raises((TypeError, ValueError), match=message):
+        MODELS.build(cfg)

@@ -45,3 +45,20 @@ def test_params_used_at_inference_leave_out_the_training_only_parts(capsys):
     assert tool['main']([bhcl, '--shape', '128']) == 0
     out = capsys.readouterr().out
     assert f'Params used at inference: {(count(model) - training_only) / 1e6:.3f}M' in out
+
+
+
+@pytest.mark.parametrize('config', ['bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py',
+                                    'bhcl-rhino-decoupled_r18_1xb2-12e_synthetic.py'])
+def test_category_query_configs_trace(config, capsys):
+    """The category selection (a top-k scattered into a bool mask) and RHINO's tensor
+    mode without data samples go through the JIT tracer that counts the FLOPs; the
+    category queries add operations and parameters to the BHCL model they extend."""
+    tool = runpy.run_path(TOOL)
+    path = lambda prefix: osp.join(CONFIG_DIR, 'synthetic', prefix + config)  # noqa: E731
+    base = tool['complexity'](Config.fromfile(path('')), 128, 128)
+    cq = tool['complexity'](Config.fromfile(path('cq-')), 128, 128)
+    assert cq['flops'] > base['flops'] and cq['params'] > base['params']
+    assert tool['main']([path('cqdino-'), '--shape', '128']) == 0
+    out = capsys.readouterr().out
+    assert 'Input shape: (3, 128, 128)' in out and 'Flops:' in out

@@ -135,6 +135,9 @@ def test_retired_decoupled_flag_says_what_to_write():
     assert 'no longer an option' in msg
     assert 'model.decoder.layer_cfg.type=DecoupledRotatedDecoderLayer' in msg
     assert key_problem(cfg, 'model.decoder.layer_cfg.type') is None
+    msg = key_problem(cfg, 'model.bbox_head.decoupled')
+    assert 'no longer an option' in msg and 'remove bbox_head.decoupled' in msg
+    assert 'model.decoder.layer_cfg.type=DecoupledRotatedDecoderLayer' in msg
 
 
 @pytest.mark.parametrize('config', [

@@ -28,8 +28,10 @@ from torch import Tensor, nn
 from bhcl.models.layers.hierarchical_classification import (ClassContext,
                                                              HierarchicalClassification,
                                                              selection_weight, top_candidates)
+from bhcl.models.layers.rotated_dino_decoder import split_streams
 from bhcl.structures.box_coding import (box_tensor, denormalize_rboxes, normalize_gt_rboxes,
                                         regularize_long_edge)
+from bhcl.utils.config_check import RETIRED_KEYS
 
 
 def dn_group_hungarian(dn_cost: Tensor, match_cost: Tensor) -> Tensor:
@@ -64,8 +66,10 @@ class RotatedDINOHead(DINOHead):
     ``loss_iou`` is the rotated-box loss on pixel boxes (e.g. ``dict(type='GDLoss',
     loss_type='kld', fun='log1p', tau=1.0, loss_weight=5.0)``), ``loss_bbox`` the L1
     loss on the normalised boxes; the assigner's costs see pixel boxes.
-    ``decoupled``: the decoder's queries are (classification, localisation) halves
-    of 2C channels; classes come from the first, boxes from the second.
+    ``num_streams``: the query streams of the decoder layer type (its ``num_streams``;
+    the RHINO detector sets it): 1, or 2 for the decoupled layer, whose queries are
+    (classification, localisation) halves of 2C channels; classes come from the first,
+    boxes from the second. No config sets it: decoupling is the decoder layer type.
     ``category_projection``: the decoder layers' class branches are C -> C projections
     that the detector's :class:`HierarchicalClassification` matches with its category
     queries (the encoder proposals keep a linear scorer).
@@ -80,13 +84,19 @@ class RotatedDINOHead(DINOHead):
 
     box_dims = 5
 
-    def __init__(self, *args, decoupled: bool = False, category_projection: bool = False,
+    def __init__(self, *args, num_streams: int = 1, category_projection: bool = False,
                  dn_joint_matching: bool = False, **kwargs) -> None:
         moved = [k for k in ('loss_hcl', 'classifier') if k in kwargs]
         if moved:
             raise TypeError(f'RotatedDINOHead: {moved} are keys of the detector now: write '
                             f'model.{moved[0]}, not model.bbox_head.{moved[0]}')
-        self.decoupled = decoupled
+        if 'decoupled' in kwargs:
+            raise TypeError(f"RotatedDINOHead: decoupled={kwargs['decoupled']!r} is no longer "
+                            f"an option; {RETIRED_KEYS['model.bbox_head.decoupled']}")
+        if num_streams not in (1, 2):
+            raise ValueError(f'RotatedDINOHead: num_streams must be 1 or 2 (the decoder '
+                             f'layer type\'s), got {num_streams!r}')
+        self.num_streams = num_streams
         self.dn_joint_matching = dn_joint_matching
         super().__init__(*args, **kwargs)
         if category_projection:
@@ -99,11 +109,9 @@ class RotatedDINOHead(DINOHead):
         return self.num_pred_layer - (1 if self.as_two_stage else 0)
 
     def split_streams(self, hidden_state: Tensor) -> Tuple[Tensor, Tensor]:
-        """(..., C) or, decoupled, (..., 2C) -> (what the class branch reads, what the
-        box branch reads): the classification and localisation halves when decoupled."""
-        if not self.decoupled:
-            return hidden_state, hidden_state
-        return hidden_state[..., :self.embed_dims], hidden_state[..., self.embed_dims:]
+        """(..., num_streams * C) -> (what the class branch reads, what the box branch
+        reads), as the decoder layer type splits its queries."""
+        return split_streams(hidden_state, self.num_streams, self.embed_dims)
 
     def _init_layers(self) -> None:
         super()._init_layers()

@@ -41,7 +41,7 @@ import torch
 from mmdet.models.detectors import DINO
 from mmdet.models.layers import SinePositionalEncoding
 from mmdet.models.layers.transformer import DeformableDetrTransformerEncoder
-from mmdet.structures import OptSampleList
+from mmdet.structures import DetDataSample, OptSampleList, SampleList
 from mmrotate.registry import MODELS
 from torch import Tensor, nn
 
@@ -55,6 +55,14 @@ from bhcl.structures import LabelTree
 from bhcl.utils.class_order import guard_class_order
 
 ROTATED_DN_KEYS = ('angle_noise', 'max_groups')
+
+
+def unpadded_samples(batch_inputs: Tensor) -> SampleList:
+    """One data sample per (B, 3, H, W) input image whose image fills the input
+    (``img_shape == batch_input_shape == (H, W)``)."""
+    shape = tuple(batch_inputs.shape[-2:])
+    return [DetDataSample(metainfo=dict(img_shape=shape, batch_input_shape=shape))
+            for _ in range(batch_inputs.shape[0])]
 
 
 @MODELS.register_module()
@@ -91,8 +99,12 @@ class RHINO(DINO):
         if self.label_tree is not None:
             kwargs['bbox_head'] = dict(kwargs['bbox_head'],
                                        num_classes=self.label_tree.num_classes)
-        self.decoupled = decoder_layer_type(kwargs.get('decoder', {})).num_streams == 2
-        kwargs['bbox_head'] = dict(kwargs['bbox_head'], decoupled=self.decoupled,
+        if 'num_streams' in kwargs['bbox_head']:
+            raise ValueError('RHINO: remove model.bbox_head.num_streams; the head takes it '
+                             'from the decoder layer type (model.decoder.layer_cfg.type)')
+        # the head splits the decoder's queries as the layer type does
+        self.num_streams = decoder_layer_type(kwargs.get('decoder', {})).num_streams
+        kwargs['bbox_head'] = dict(kwargs['bbox_head'], num_streams=self.num_streams,
                                    category_projection=classifier is not None)
         # a config until _init_layers builds it, as mmdet's encoder and decoder
         self.hierarchy = dict(loss_hcl=loss_hcl, classifier=classifier)
@@ -131,7 +143,7 @@ class RHINO(DINO):
         self.level_embed = nn.Parameter(torch.Tensor(self.num_feature_levels, self.embed_dims))
         self.memory_trans_fc = nn.Linear(self.embed_dims, self.embed_dims)
         self.memory_trans_norm = nn.LayerNorm(self.embed_dims)
-        if self.decoupled:  # the localisation halves of matching and denoising queries
+        if self.num_streams == 2:  # the localisation halves of matching and denoising queries
             self.loc_query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
             self.dn_loc_embedding = nn.Parameter(torch.zeros(self.embed_dims))
 
@@ -140,7 +152,7 @@ class RHINO(DINO):
         if self.hierarchy is not None:
             for branch in self.bbox_head.cls_branches[:self.bbox_head.num_decoder_layers]:
                 self.hierarchy.init_class_bias(branch.bias)
-        if self.decoupled:
+        if self.num_streams == 2:
             nn.init.xavier_uniform_(self.loc_query_embedding.weight)
             nn.init.normal_(self.dn_loc_embedding, std=self.embed_dims ** -0.5)
 
@@ -204,8 +216,12 @@ class RHINO(DINO):
             hierarchy=self.hierarchy)
         return self.add_pred_to_datasample(batch_data_samples, results)
 
-    def _forward(self, batch_inputs: Tensor, batch_data_samples=None):
-        """Per decoder layer: class logits (L, B, N, K) and boxes (L, B, N, 5)."""
+    def _forward(self, batch_inputs: Tensor, batch_data_samples: OptSampleList = None):
+        """Per decoder layer: class logits (L, B, N, K) and boxes (L, B, N, 5). Without
+        ``batch_data_samples`` (tensor mode, as FLOP counting calls it) every image
+        fills the unpadded ``batch_inputs``."""
+        if batch_data_samples is None:
+            batch_data_samples = unpadded_samples(batch_inputs)
         img_feats = self.extract_feat(batch_inputs)
         head_inputs = self.forward_transformer(img_feats, batch_data_samples,
                                                self.class_context(img_feats))
@@ -280,13 +296,13 @@ class RHINO(DINO):
         topk_coords = topk_coords_unact.sigmoid()
         topk_coords_unact = topk_coords_unact.detach()
         query = self.query_embedding.weight[None].expand(bs, -1, -1)
-        if self.decoupled:
+        if self.num_streams == 2:
             query = torch.cat([query, self.loc_query_embedding.weight[None].expand(bs, -1, -1)],
                               dim=-1)
         if self.training:
             dn_label_query, dn_bbox_query, dn_mask, dn_meta = \
                 self.dn_query_generator(batch_data_samples)
-            if self.decoupled:  # the label noise stays in the classification half
+            if self.num_streams == 2:  # the label noise stays in the classification half
                 dn_label_query = torch.cat(
                     [dn_label_query, self.dn_loc_embedding.expand_as(dn_label_query)], dim=-1)
             query = torch.cat([dn_label_query, query], dim=1)

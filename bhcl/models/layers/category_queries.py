@@ -185,8 +185,11 @@ class CategoryQueries(nn.Module):
             self.training and self.keep_gt and gt_labels is not None) else None
         if forced is not None:
             score[forced] = float('inf')
-        keep = torch.zeros_like(presence, dtype=torch.bool)
-        keep.scatter_(1, score.topk(self.topk, dim=1).indices, True)
+        top = score.topk(self.topk, dim=1).indices
+        # a tensor source, not the scalar True: the JIT tracer (FLOP counting, export)
+        # has no scatter_ overload for a bool scalar
+        keep = torch.zeros_like(presence, dtype=torch.bool).scatter(
+            1, top, torch.ones_like(top, dtype=torch.bool))
         return keep if forced is None else keep | forced
 
     def ordered_selection(self, presence: Tensor, gt_labels: Optional[Sequence[Tensor]] = None

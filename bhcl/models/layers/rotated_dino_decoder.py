@@ -13,7 +13,8 @@ The layer type is chosen in the config, as for OrientedFormer:
 ``layer_cfg=dict(type='RotatedDeformableDecoderLayer', ...)`` (the default, RHINO)
 or ``'DecoupledRotatedDecoderLayer'`` (the BHCL paper's decoupled queries). Each
 layer type says how many query streams it carries and how to split a query into
-what the classifier and the box branch read (``num_streams``, ``split``).
+what the classifier and the box branch read (``num_streams``, ``split``); RHINO's
+head splits the decoder's output by the layer type's ``num_streams`` the same way.
 ``layer_cfg.category_attn=dict(num_heads=...)`` (CQ-DINO, either type) adds a
 :class:`CategoryCrossAttention` between the self-attention and the rotated
 cross-attention: the query (its classification half, when decoupled) attends to
@@ -56,6 +57,17 @@ CATEGORY_MISMATCH = (
     'a decoder layer with category_attn needs the selected categories (a CQDINOClassifier), '
     'and only such a layer takes them: set decoder.layer_cfg.category_attn together with '
     "classifier=dict(type='CQDINOClassifier')")
+
+
+def split_streams(query: Tensor, num_streams: int, embed_dims: int) -> Tuple[Tensor, Tensor]:
+    """(..., num_streams * C) query of a layer with ``num_streams`` query streams of
+    ``embed_dims`` C channels -> (what the classifier reads, what the box branch reads):
+    the query itself for one stream, its classification and localisation halves for two."""
+    if num_streams == 1:
+        return query, query
+    if num_streams == 2:
+        return query[..., :embed_dims], query[..., embed_dims:]
+    raise ValueError(f'a RHINO decoder layer has 1 or 2 query streams, not {num_streams}')
 
 
 def build_category_attn(embed_dims: int, cfg: Optional[dict]) -> Optional[nn.Module]:
@@ -110,7 +122,7 @@ class RotatedDeformableDecoderLayer(DeformableDetrTransformerDecoderLayer):
 
     def split(self, query: Tensor) -> Tuple[Tensor, Tensor]:
         """(..., C) query -> (what the classifier reads, what the box branch reads)."""
-        return query, query
+        return split_streams(query, self.num_streams, self.embed_dims)
 
 
 @MODELS.register_module()
@@ -159,7 +171,7 @@ class DecoupledRotatedDecoderLayer(BaseModule):
 
     def split(self, query: Tensor) -> Tuple[Tensor, Tensor]:
         """(..., 2C) query -> (classification half, localisation half)."""
-        return query[..., :self.embed_dims], query[..., self.embed_dims:]
+        return split_streams(query, self.num_streams, self.embed_dims)
 
 
 def decoder_layer_type(decoder_cfg: dict) -> type:
