@@ -8,15 +8,13 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from mmrotate.registry import MODELS
 
 import bhcl.models.detectors  # noqa: F401
 from bhcl.models.layers import CategoryEmbeddingsError, CategoryQueries
 from bhcl.models.layers.hierarchical_classification import HierarchicalClassification
 from bhcl.models.losses import AsymmetricPresenceLoss
 from tests.conftest import CONFIG_DIR
-from tests.test_models.test_detector import batch as detector_batch
+from tests.test_models.test_detector import batch as detector_batch, build_model
 
 CONFIGS = {
     'orientedformer': 'cqdino-bhcl-decoupled_orientedformer-r18_1xb2-12e_synthetic.py',
@@ -29,12 +27,7 @@ def model_cfg(detector):
 
 
 def build(cfg, seed=0):
-    init_default_scope('mmrotate')
-    torch.manual_seed(seed)
-    model = MODELS.build(cfg)
-    model.init_weights()
-    model.set_epoch(5)  # past the BHCL warm-up
-    return model.train()
+    return build_model(cfg, seed).train()
 
 
 def batch():

@@ -30,13 +30,18 @@ def model_cfg(variant):
     return Config.fromfile(osp.join(CONFIG_DIR, 'synthetic', SMOKE[variant])).model
 
 
-def build(variant, seed=0):
+def build_model(cfg, seed=0):
+    """A detector from a model config, seeded, initialised, past the BHCL warm-up."""
     init_default_scope('mmrotate')
     torch.manual_seed(seed)
-    model = MODELS.build(model_cfg(variant))
+    model = MODELS.build(cfg)
     model.init_weights()
     model.set_epoch(5)  # past the BHCL warm-up: prototypes and balancing active
     return model
+
+
+def build(variant, seed=0):
+    return build_model(model_cfg(variant), seed)
 
 
 def total_loss(losses):
