@@ -13,7 +13,9 @@ from a SimCLR-pre-trained backbone
 three the MutDet pre-training experiment: '+decoupling, 10% labels' (the first
 10% of the training images, same iterations), '+decoupling, MutDet init' and
 '+decoupling, MutDet init, 10% labels' (``--mutdet-init FILE``, a converted
-pre-training checkpoint; docs/pretraining.md). Two optional rows put CQ-DINO's classifier
+pre-training checkpoint; docs/pretraining.md), with '+decoupling, compute-matched scratch'
+(``--matched-iters N``: scratch given the pre-training's compute as extra iterations;
+benchmarks/pretraining_study.py measures N and runs the three arms). Two optional rows put CQ-DINO's classifier
 (``CQDINOClassifier``: fusion, top-K selection, category attention) in place of the linear one:
 'BHCL, CQ-DINO head' (two views, beside 'BHCL, category-query head') and
 '+decoupling+BHCL, CQ-DINO head, one view', paired by seed with '+decoupling+BHCL, one view' of
@@ -84,7 +86,8 @@ SIMCLR_PLACEHOLDER = '<--simclr-backbone>'
 MUTDET_PLACEHOLDER = '<--mutdet-init>'
 # placeholder in a row's settings -> the command-line option (argparse dest) giving the file
 FILE_OPTIONS = {SIMCLR_PLACEHOLDER: 'simclr_backbone', MUTDET_PLACEHOLDER: 'mutdet_init'}
-# name -> (config, model overrides[, run options: 'load_from', 'train_fraction'])
+# name -> (config, model overrides[, run options: 'load_from', 'train_fraction',
+# 'views', 'published_switches', 'matched_compute' (the row trains --matched-iters)])
 VARIANTS = {
     'baseline': (BASELINE, {}),
     '+decoupling': (DECOUPLED, {}),
@@ -132,6 +135,9 @@ VARIANTS = {
     '+decoupling, 10% labels': (DECOUPLED, {}, dict(train_fraction=0.1)),
     '+decoupling, MutDet init, 10% labels': (
         DECOUPLED, {}, dict(load_from=MUTDET_PLACEHOLDER, train_fraction=0.1)),
+    # scratch given the pre-training's compute as extra supervised iterations
+    # (--matched-iters, measured by benchmarks/pretraining_study.py)
+    '+decoupling, compute-matched scratch': (DECOUPLED, {}, dict(matched_compute=True)),
 }
 # The loss study (--grid, issue 30) on the 'hierarchical' task: views {1, 2} x loss
 # {none, HCL, BHCL} on the decoupled OrientedFormer, the non-decoupled one-view
@@ -148,7 +154,8 @@ OPTIONAL = ('+decoupling, SimCLR backbone', '+decoupling, MutDet init',
             '+decoupling, 10% labels', '+decoupling, MutDet init, 10% labels',
             '+decoupling+HCL, one view', '+decoupling+BHCL, one view',
             'RHINO +decoupling+HCL, one view', 'RHINO +decoupling+BHCL, one view',
-            'BHCL, CQ-DINO head', '+decoupling+BHCL, CQ-DINO head, one view')
+            'BHCL, CQ-DINO head', '+decoupling+BHCL, CQ-DINO head, one view',
+            '+decoupling, compute-matched scratch')
 COLUMNS = [('leaf_mAP', 'leaf mAP'), ('leaf_AP50', 'leaf AP50'), ('lv0_AP50', 'lv0 AP50'),
            ('lv1_AP50', 'lv1 AP50'), ('lv2_AP50', 'lv2 AP50'), ('head_AP50', 'head AP50'),
            ('tail_AP50', 'tail AP50')]
@@ -232,12 +239,12 @@ def train_and_test(config, overrides, data_root, work_dir, seed, groups, iters, 
                                      iters, num_train, bootstrap, img_size, lr, files, options,
                                      label_tree)
     runner = Runner.from_cfg(cfg)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     runner.train()
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     metrics = runner.test()
     return dict(metrics={k.split('/')[-1]: v for k, v in metrics.items()},
-                train_s=train_s, total_s=time.perf_counter() - t0,
+                train_s=train_s, train_cpu_s=train_cpu_s, total_s=time.perf_counter() - t0,
                 epochs=cfg.train_cfg.max_epochs, iters=done_iters)
 
 
@@ -360,11 +367,27 @@ def scale_schedule(cfg, iters, num_train):
     return total
 
 
+def row_iters(args, variant, required=True):
+    """The iterations a row trains: ``--matched-iters`` for the compute-matched
+    row, ``--iters`` for every other (None for the former without
+    ``--matched-iters`` unless ``required``)."""
+    if not row(variant)[2].get('matched_compute'):
+        return args.iters
+    if not getattr(args, 'matched_iters', None):
+        if not required:
+            return None
+        raise ValueError(f'{variant!r} trains --matched-iters N iterations (--iters plus the '
+                         'pre-training\'s compute in training iterations, measured by '
+                         'benchmarks/pretraining_study.py); it was not given')
+    return args.matched_iters
+
+
 def run_one(args):
     config, overrides, options = row(args.variant)
     files = {dest: osp.abspath(getattr(args, dest)) for dest in files_used(args.variant)}
     result = train_and_test(osp.join(CFG_DIR, config), overrides, args.data_root, args.run_dir,
-                            args.seed, json.loads(args.groups), args.iters, args.num_train,
+                            args.seed, json.loads(args.groups), row_iters(args, args.variant),
+                            args.num_train,
                             args.bootstrap, args.img_size, args.lr,
                             files, options,
                             None if args.task == 'bench' else task_tree(args.task))
@@ -376,7 +399,7 @@ def run_one(args):
 def run_settings(args, variant):
     """What a finished run must share with this invocation to be reused
     (the bootstrap only adds a standard error, it changes no metric)."""
-    settings = dict(iters=args.iters, lr=args.lr)
+    settings = dict(iters=row_iters(args, variant, required=False), lr=args.lr)
     if getattr(args, 'task', 'bench') != 'bench':
         settings['task'] = args.task
     for dest in files_used(variant):  # a file the row reads, by name and size
@@ -409,7 +432,8 @@ def launch(variant, seed, data_root, groups, num_train, args, threads, reuse):
            '--task', args.task] + (
                ['--lr', str(args.lr)] if args.lr is not None else []) + (
                ['--simclr-backbone', args.simclr_backbone] if args.simclr_backbone else []) + (
-               ['--mutdet-init', args.mutdet_init] if args.mutdet_init else [])
+               ['--mutdet-init', args.mutdet_init] if args.mutdet_init else []) + (
+               ['--matched-iters', str(args.matched_iters)] if args.matched_iters else [])
     log = open(osp.join(run_dir, 'stdout.log'), 'w')
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), run_dir
 
@@ -426,7 +450,10 @@ def report_settings_match(settings, args, variant):
         return False
     expected = run_settings(args, variant)
     left_out = {dest for dest in files_used(variant) if dest not in expected}
-    return {k: v for k, v in settings.items() if k not in left_out} == expected
+    if expected['iters'] is None:  # a report without --matched-iters takes any
+        left_out.add('iters')
+    return ({k: v for k, v in settings.items() if k not in left_out}
+            == {k: v for k, v in expected.items() if k not in left_out})
 
 
 def load_reuse(args):
@@ -672,6 +699,10 @@ def main(argv=None):
                              'tools/model_converters/mutdet_to_finetune.py)')
     parser.add_argument('--iters', type=int, default=800,
                         help='training iterations of 4 crops per run (all rows)')
+    parser.add_argument('--matched-iters', type=int, default=None,
+                        help="iterations of the '+decoupling, compute-matched scratch' row "
+                        '(--iters plus the pre-training compute; benchmarks/pretraining_study.py '
+                        'measures it)')
     parser.add_argument('--lr', type=float, default=1e-3,
                         help='AdamW learning rate of every row (calibrated on the baseline; '
                         'the smoke configs use 2e-4 for their longer, larger-image schedule)')
@@ -715,6 +746,11 @@ def main(argv=None):
         if needs and not (path and osp.isfile(path)):
             option = '--' + dest.replace('_', '-')
             parser.error(f'{needs} need {option} FILE ({what}); got {path!r}')
+    matched = [v for v in args.variants if row(v)[2].get('matched_compute')]
+    if matched and not args.report and not args.matched_iters:
+        parser.error(f'{matched} need --matched-iters N (the iterations that match '
+                     '--iters plus the pre-training compute; benchmarks/pretraining_study.py '
+                     'measures and passes it)')
     os.makedirs(args.work_dir, exist_ok=True)
     out_dir = args.out_dir or args.work_dir
     os.makedirs(out_dir, exist_ok=True)

@@ -278,3 +278,32 @@ def test_cqdino_row_builds_and_trains_a_step_on_the_hierarchical_tree(tmp_path):
     losses = model.train().loss(imgs, samples)
     total = sum(v for k, v in losses.items() if 'loss' in k)
     assert torch.isfinite(total) and 'loss_presence' in losses
+
+
+def test_compute_matched_row_trains_the_matched_iterations(tmp_path, capsys):
+    """'+decoupling, compute-matched scratch' is '+decoupling' from scratch for
+    ``--matched-iters`` iterations, with its learning-rate step at the same share of the run."""
+    abl = load_script('benchmarks/synthetic_ablation.py')
+    name = '+decoupling, compute-matched scratch'
+    assert name in abl.OPTIONAL and abl.row(name)[0] == abl.row('+decoupling')[0]
+
+    class Args:
+        iters, lr, task, matched_iters = 800, 1e-3, 'hierarchical', 1600
+    assert abl.row_iters(Args, name) == 1600 and abl.row_iters(Args, '+decoupling') == 800
+    assert abl.run_settings(Args, name) == dict(iters=1600, lr=1e-3, task='hierarchical')
+    cfg = _prepared(abl, name, tmp_path, iters=abl.row_iters(Args, name))
+    assert cfg.train_cfg.max_epochs == 8 and cfg.get('load_from') is None
+    step = next(s for s in cfg.param_scheduler if s.type == 'MultiStepLR')
+    assert step.milestones == [1200]   # 3/4 of the run, as the 800-iteration rows' 600
+
+    Args.matched_iters = None
+    with pytest.raises(ValueError, match='--matched-iters'):
+        abl.row_iters(Args, name)
+    # a report without --matched-iters takes the row's runs whatever their iterations,
+    # every other row's only at --iters
+    assert abl.report_settings_match(dict(iters=1600, lr=1e-3, task='hierarchical'), Args, name)
+    assert not abl.report_settings_match(dict(iters=1600, lr=1e-3, task='hierarchical'), Args,
+                                         '+decoupling')
+    with pytest.raises(SystemExit):
+        abl.main(['--variants', name, '--work-dir', str(tmp_path)])
+    assert 'need --matched-iters N' in capsys.readouterr().err

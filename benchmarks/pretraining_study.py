@@ -1,0 +1,216 @@
+"""MutDet pre-training against training from scratch, paired by seed, with a compute-matched control.
+
+    python benchmarks/pretraining_study.py --work-dir work_dirs/grid [--seeds 0 1 ... 7]
+        [--jobs 2] [--pretrain-epochs 2] [--task hierarchical] [--report]
+
+On the ablation's task (default: the hierarchical preset of the loss study, whose
+``--work-dir`` it may share: the '+decoupling' runs are the grid's one-view decoupled
+arm) the study
+
+1. generates rotated proposals on the training images (classical generator),
+2. embeds them with a randomly initialised, frozen ResNet-18 (64 px crops; no
+   pre-trained weights can be downloaded here) and clusters them into the
+   config's 16 pseudo-classes,
+3. pre-trains the decoupled synthetic OrientedFormer with MutDet's objectives
+   (``configs/mutdet/mutdet-pretrain_orientedformer-r18_1xb4-12e_synthetic.py``,
+   ``--pretrain-epochs`` epochs at lr 1e-3, one thread) and converts the
+   checkpoint into a fine-tuning initialisation,
+4. fine-tunes, seed by seed: '+decoupling' (from scratch) and '+decoupling, MutDet
+   init' at the ablation's budget (``--iters``), then '+decoupling,
+   compute-matched scratch', which trains from scratch for ``--iters`` plus the
+   pre-training's compute expressed in training iterations: the CPU seconds of
+   steps 1-3 divided by the mean CPU seconds per fine-tuning iteration of the
+   step-4 runs, rounded to whole epochs,
+5. reports the three rows and their paired differences against '+decoupling'
+   (``synthetic_ablation.py --report --reference '+decoupling'``) and writes
+   ``pretraining_study.json`` (every step's CPU seconds, the matched iterations).
+
+Every step is kept in ``--work-dir`` and skipped when its output exists, so the
+study resumes where it stopped; ``--report`` only reports. CPU seconds are the
+user + system time of the step's processes, each run with one thread.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import statistics
+import subprocess
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+import synthetic_ablation as ablation  # noqa: E402
+
+PRETRAIN_CONFIG = osp.join(ROOT, 'configs', 'mutdet',
+                           'mutdet-pretrain_orientedformer-r18_1xb4-12e_synthetic.py')
+PSEUDO_CLASSES = 16  # the pre-training config's num_pseudo_classes
+SCRATCH, MUTDET, MATCHED = ('+decoupling', '+decoupling, MutDet init',
+                            '+decoupling, compute-matched scratch')
+
+
+def children_cpu_s():
+    """User + system seconds of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_step(name, cmd, done, costs, log_dir):
+    """Run ``cmd`` (one thread) unless ``done`` exists; record its CPU seconds in
+    ``costs[name]`` (kept from an earlier invocation when skipped)."""
+    if osp.exists(done):
+        if name not in costs:
+            raise RuntimeError(f'{done} exists but the CPU time of step {name!r} was not '
+                               'recorded (pretraining_study.json); delete it to run the step '
+                               'again')
+        print(f'[{name}] done earlier ({costs[name]:.0f} CPU s)', flush=True)
+        return
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH'))
+                                          if p))
+    log = osp.join(log_dir, f'{name}.log')
+    print(f'[{name}] {" ".join(cmd)}', flush=True)
+    before = children_cpu_s()
+    with open(log, 'w') as f:
+        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f'step {name!r} failed (exit {proc.returncode}); see {log}')
+    if not osp.exists(done):
+        raise RuntimeError(f'step {name!r} finished without writing {done}; see {log}')
+    costs[name] = children_cpu_s() - before
+    print(f'[{name}] {costs[name]:.0f} CPU s', flush=True)
+
+
+def pretrain(args, data_root):
+    """Steps 1-3; returns (the fine-tuning initialisation, CPU seconds per step)."""
+    out = osp.join(args.work_dir, 'mutdet')
+    os.makedirs(out, exist_ok=True)
+    record = osp.join(out, 'pretraining_cost.json')
+    costs = {}
+    if osp.exists(record):
+        with open(record) as f:
+            costs = json.load(f)
+    py = sys.executable
+    images = osp.join(data_root, 'train', 'images')
+    work = osp.join(out, 'pretrain')
+    last = osp.join(work, f'epoch_{args.pretrain_epochs}.pth')
+    init = osp.join(out, 'mutdet_init.pth')
+    steps = [
+        ('proposals', [py, osp.join(ROOT, 'tools', 'pretraining', 'generate_proposals.py'),
+                       images, osp.join(out, 'proposals')], osp.join(out, 'proposals')),
+        ('embeddings', [py, osp.join(ROOT, 'tools', 'pretraining', 'extract_embeddings.py'),
+                        '--depth', '18', '--checkpoint', 'none', '--out-size', '64', images,
+                        osp.join(out, 'proposals'), osp.join(out, 'embeddings')],
+         osp.join(out, 'embeddings')),
+        ('clusters', [py, osp.join(ROOT, 'tools', 'pretraining', 'cluster_embeddings.py'),
+                      osp.join(out, 'embeddings'), osp.join(out, 'pseudo_labels'),
+                      '--model', osp.join(out, 'clusters.pth'), '--fit',
+                      '--num-clusters', str(PSEUDO_CLASSES), '--dim', str(args.embedding_dim)],
+         osp.join(out, 'clusters.pth')),
+        ('pretraining', [py, osp.join(ROOT, 'tools', 'train.py'), PRETRAIN_CONFIG,
+                         '--work-dir', work, '--cfg-options',
+                         'train_dataloader.dataset.data_root=',
+                         f'train_dataloader.dataset.data_prefix.img_path={images}/',
+                         'train_dataloader.dataset.data_prefix.pseudo_path='
+                         f"{osp.join(out, 'pseudo_labels')}/",
+                         f'train_cfg.max_epochs={args.pretrain_epochs}', 'randomness.seed=0',
+                         f'model.object_channels={args.embedding_dim}',
+                         f'optim_wrapper.optimizer.lr={args.pretrain_lr}'], last),
+        ('conversion', [py, osp.join(ROOT, 'tools', 'model_converters', 'mutdet_to_finetune.py'),
+                        last, osp.join(ablation.CFG_DIR, ablation.DECOUPLED), init], init),
+    ]
+    for name, cmd, done in steps:
+        run_step(name, cmd, done, costs, out)
+        with open(record, 'w') as f:
+            json.dump(costs, f, indent=1)
+    return init, costs
+
+
+def ablation_args(args, variants, init, matched_iters=None, report=False, out_dir=None):
+    argv = ['--task', args.task, '--work-dir', args.work_dir, '--jobs', str(args.jobs),
+            '--threads', '1', '--iters', str(args.iters), '--lr', str(args.lr),
+            '--reference', SCRATCH, '--seeds', *map(str, args.seeds), '--variants', *variants]
+    if init:
+        argv += ['--mutdet-init', init]
+    if matched_iters:
+        argv += ['--matched-iters', str(matched_iters)]
+    if report:
+        argv += ['--report', '--out-dir', out_dir]
+    return argv
+
+
+def fine_tuning_cpu_per_iter(args):
+    """Mean CPU seconds per training iteration over the finished scratch and MutDet-init
+    runs that recorded them (both train the same model at the same step)."""
+    per_iter = []
+    for variant in (SCRATCH, MUTDET):
+        for seed in args.seeds:
+            path = osp.join(args.work_dir, 'runs', f'{ablation.VARIANTS_SLUG[variant]}-seed{seed}',
+                            'result.json')
+            if osp.exists(path):
+                with open(path) as f:
+                    res = json.load(f)
+                if res.get('train_cpu_s'):
+                    per_iter.append(res['train_cpu_s'] / res['iters'])
+    if not per_iter:
+        raise RuntimeError('no fine-tuning run recorded its CPU time (train_cpu_s); run the '
+                           f'{SCRATCH!r} / {MUTDET!r} arms with this version first')
+    return statistics.mean(per_iter), len(per_iter)
+
+
+def matched_iterations(iters, pretrain_cpu_s, cpu_per_iter, epoch_iters):
+    """``iters`` plus the pre-training's CPU seconds in fine-tuning iterations,
+    rounded to whole epochs of ``epoch_iters`` (the ablation trains whole epochs)."""
+    extra = pretrain_cpu_s / cpu_per_iter
+    return iters + epoch_iters * max(1, round(extra / epoch_iters))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--work-dir', default='work_dirs/grid',
+                        help="the ablation's work dir (shared with --grid: same data, same "
+                        "'+decoupling' runs)")
+    parser.add_argument('--seeds', type=int, nargs='+', default=list(range(8)))
+    parser.add_argument('--task', choices=sorted(ablation.TASKS), default='hierarchical')
+    parser.add_argument('--jobs', type=int, default=2, help='fine-tuning runs at once')
+    parser.add_argument('--iters', type=int, default=800,
+                        help='fine-tuning iterations of the scratch and MutDet-init arms')
+    parser.add_argument('--lr', type=float, default=1e-3, help='fine-tuning learning rate')
+    parser.add_argument('--pretrain-epochs', type=int, default=2)
+    parser.add_argument('--pretrain-lr', type=float, default=1e-3)
+    parser.add_argument('--embedding-dim', type=int, default=256,
+                        help='PCA dimension of the object embeddings (the config: 256)')
+    parser.add_argument('--out-dir', default=None, help='default: WORK_DIR/mutdet/report')
+    parser.add_argument('--report', action='store_true', help='report the finished runs only')
+    args = parser.parse_args(argv)
+    out_dir = args.out_dir or osp.join(args.work_dir, 'mutdet', 'report')
+    os.makedirs(args.work_dir, exist_ok=True)
+    data_root, _, _, meta = ablation.bench_dataset(args.work_dir, args.task)
+    if args.report:
+        study = osp.join(args.work_dir, 'mutdet', 'pretraining_study.json')
+        matched = json.load(open(study))['matched_iters'] if osp.exists(study) else None
+        return ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], None, matched,
+                                           report=True, out_dir=out_dir))
+    init, costs = pretrain(args, data_root)
+    ablation.main(ablation_args(args, [SCRATCH, MUTDET], init))
+    cpu_per_iter, runs = fine_tuning_cpu_per_iter(args)
+    pretrain_cpu = sum(costs.values())
+    epoch_iters = -(-meta['settings']['num_train'] // 4)
+    matched = matched_iterations(args.iters, pretrain_cpu, cpu_per_iter, epoch_iters)
+    study = dict(pretraining_cpu_s=costs, pretraining_cpu_s_total=pretrain_cpu,
+                 fine_tuning_cpu_s_per_iter=cpu_per_iter, fine_tuning_runs_timed=runs,
+                 pretraining_in_iterations=pretrain_cpu / cpu_per_iter, iters=args.iters,
+                 matched_iters=matched)
+    with open(osp.join(args.work_dir, 'mutdet', 'pretraining_study.json'), 'w') as f:
+        json.dump(study, f, indent=1)
+    print(f'pre-training: {pretrain_cpu:.0f} CPU s = {pretrain_cpu / cpu_per_iter:.0f} '
+          f'fine-tuning iterations ({cpu_per_iter:.3f} CPU s each, {runs} runs); '
+          f'compute-matched scratch trains {matched} iterations', flush=True)
+    ablation.main(ablation_args(args, [MATCHED], None, matched))
+    ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], init, matched, report=True,
+                                out_dir=out_dir))
+
+
+if __name__ == '__main__':
+    main()

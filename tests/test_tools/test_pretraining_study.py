@@ -1,0 +1,81 @@
+"""benchmarks/pretraining_study.py: the compute-matched iterations and the resumable
+pre-training chain."""
+import json
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tests.conftest import load_script
+
+
+def test_matched_iterations_add_the_pretraining_cpu_in_whole_epochs():
+    study = load_script('benchmarks/pretraining_study.py')
+    # 1000 CPU s of pre-training at 1.25 CPU s per fine-tuning iteration = 800 iterations
+    assert study.matched_iterations(800, 1000.0, 1.25, 200) == 1600
+    # 700 iterations round to 4 epochs of 200 (800), 590 to 3 (600)
+    assert study.matched_iterations(800, 875.0, 1.25, 200) == 1600
+    assert study.matched_iterations(800, 737.5, 1.25, 200) == 1400
+    # never less than one epoch more than the arms it is compared with
+    assert study.matched_iterations(800, 1.0, 1.25, 200) == 1000
+
+
+def test_fine_tuning_cpu_per_iteration_from_both_arms_runs(tmp_path):
+    study = load_script('benchmarks/pretraining_study.py')
+    slug = study.ablation.VARIANTS_SLUG
+    for variant, seed, cpu in ((study.SCRATCH, 0, 800.0), (study.MUTDET, 0, 1000.0),
+                               (study.SCRATCH, 1, None)):   # no CPU time recorded: left out
+        run = tmp_path / 'runs' / f'{slug[variant]}-seed{seed}'
+        run.mkdir(parents=True)
+        res = dict(iters=800, train_s=1.0, **({'train_cpu_s': cpu} if cpu else {}))
+        (run / 'result.json').write_text(json.dumps(res))
+    args = SimpleNamespace(work_dir=str(tmp_path), seeds=[0, 1, 2])
+    assert study.fine_tuning_cpu_per_iter(args) == (pytest.approx(1.125), 2)
+    with pytest.raises(RuntimeError, match='train_cpu_s'):
+        study.fine_tuning_cpu_per_iter(SimpleNamespace(work_dir=str(tmp_path), seeds=[5]))
+
+
+def test_run_step_records_cpu_seconds_and_skips_a_finished_step(tmp_path):
+    study = load_script('benchmarks/pretraining_study.py')
+    out, costs = tmp_path / 'out.txt', {}
+    busy = ('import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: '
+            'pass\nopen(sys.argv[1], "w").write("x")')
+    study.run_step('busy', [sys.executable, '-c', busy, str(out)], str(out), costs, str(tmp_path))
+    assert out.exists() and 0.3 <= costs['busy'] < 5.0
+    assert (tmp_path / 'busy.log').exists()
+    recorded = dict(costs)
+    study.run_step('busy', [sys.executable, '-c', 'raise SystemExit(3)'], str(out), costs,
+                   str(tmp_path))   # its output exists: not run again
+    assert costs == recorded
+    with pytest.raises(RuntimeError, match="CPU time of step .other. was not recorded"):
+        study.run_step('other', [sys.executable, '-c', 'pass'], str(out), {}, str(tmp_path))
+    with pytest.raises(RuntimeError, match="step 'fails' failed .*fails.log"):
+        study.run_step('fails', [sys.executable, '-c', 'raise SystemExit(3)'],
+                       str(tmp_path / 'never'), {}, str(tmp_path))
+    with pytest.raises(RuntimeError, match='without writing'):
+        study.run_step('silent', [sys.executable, '-c', 'pass'], str(tmp_path / 'never'), {},
+                       str(tmp_path))
+
+
+@pytest.mark.slow
+def test_pretraining_chain_runs_once_and_resumes(tmp_path):
+    """Proposals, embeddings, clusters, one pre-training epoch and the conversion on 8
+    tiny images; a second call finds every step done and runs nothing."""
+    from tests.conftest import run_scripts
+    study = load_script('benchmarks/pretraining_study.py')
+    data = tmp_path / 'data'
+    run_scripts(('tools/generate_synthetic_dataset.py', '--out', data, '--preset', 'bench',
+                 '--num-train', '8', '--num-val', '2'))
+    args = SimpleNamespace(work_dir=str(tmp_path / 'work'), pretrain_epochs=1,
+                           pretrain_lr=1e-3, embedding_dim=32)
+    init, costs = study.pretrain(args, str(data))
+    assert set(costs) == {'proposals', 'embeddings', 'clusters', 'pretraining', 'conversion'}
+    assert all(c > 0 for c in costs.values()) and costs['pretraining'] > costs['proposals']
+    state = torch.load(init, map_location='cpu', weights_only=False)
+    state = state.get('state_dict', state)
+    assert any(k.startswith('neck.') for k in state)
+    recorded = json.loads((tmp_path / 'work' / 'mutdet' / 'pretraining_cost.json').read_text())
+    assert recorded == pytest.approx(costs)
+    again, costs2 = study.pretrain(args, str(data))
+    assert again == init and costs2 == pytest.approx(costs)
