@@ -27,8 +27,8 @@ the grid (``--grid --variants ... --reference '+decoupling+BHCL, one view'``).
 
 The loss study of issue 30 (``--grid``): on the ``hierarchical`` task, views
 {1, 2} x loss {none, HCL, BHCL} on the decoupled OrientedFormer, its
-non-decoupled one-view baseline, and RHINO's one-view none / HCL / BHCL and
-two-view BHCL rows, 8 seeds; each row is compared seed by seed (paired t) with
+non-decoupled one-view baseline, and RHINO's non-decoupled baseline, one-view
+none / HCL / BHCL and two-view BHCL rows, 8 seeds; each row is compared seed by seed (paired t) with
 the one-view decoupled arm of its detector. Seed s gives the arms of a detector
 the same initial weights and, at the same views, the same batches and crops:
 
@@ -141,11 +141,12 @@ VARIANTS = {
 }
 # The loss study (--grid, issue 30) on the 'hierarchical' task: views {1, 2} x loss
 # {none, HCL, BHCL} on the decoupled OrientedFormer, the non-decoupled one-view
-# baseline, and RHINO's one-view none / HCL / BHCL and two-view BHCL rows; every
-# row is compared seed by seed with the one-view decoupled arm of its detector.
+# baseline, and RHINO's non-decoupled baseline, one-view none / HCL / BHCL and two-view
+# BHCL rows; every row is compared seed by seed with the one-view decoupled arm of its
+# detector.
 GRID = ('baseline', '+decoupling', '+decoupling+HCL, one view', '+decoupling+BHCL, one view',
         '+decoupling, two views', '+decoupling+HCL', '+decoupling+BHCL',
-        'RHINO +decoupling', 'RHINO +decoupling+HCL, one view',
+        'RHINO', 'RHINO +decoupling', 'RHINO +decoupling+HCL, one view',
         'RHINO +decoupling+BHCL, one view', 'RHINO +decoupling+BHCL')
 RHINO_REFERENCE = 'RHINO +decoupling'
 TASKS = {'bench': 'synthetic_label_tree.py', 'hierarchical': 'synthetic_hierarchical_label_tree.py'}
