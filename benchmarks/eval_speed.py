@@ -14,7 +14,11 @@ The values must agree: ``dota/mAP`` (mean over all tree nodes with ground
 truth, the average DOTAMetric computes) to 1e-6 and every per-threshold AP
 after DOTAMetric's rounding to 3 decimals.
 
-    python benchmarks/eval_speed.py [--images 500] [--objects 50] [--seed 0]
+    python benchmarks/eval_speed.py [--images 500] [--objects 50] [--seed 0] [--bootstrap 50]
+
+``--bootstrap N`` also times the metric's bootstrap standard errors (N resamples of
+the images, scored from the matching of the whole set) against evaluating each
+resampled image list from scratch, and checks that the errors are equal.
 """
 import argparse
 import os.path as osp
@@ -110,6 +114,8 @@ def main():
     parser.add_argument('--objects', type=int, default=50)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--verbose', action='store_true', help='show both metrics\' tables')
+    parser.add_argument('--bootstrap', type=int, default=0,
+                        help='also time N bootstrap resamples against evaluating each from scratch')
     args = parser.parse_args()
 
     sys.path.insert(0, ROOT)
@@ -150,7 +156,33 @@ def main():
           + ', '.join(f"lv{lv} {ours[f'dota/lv{lv}_mAP']:.4f}" for lv in range(tree.num_levels)))
     ok = diff <= 1e-6 and same
     print('values agree' if ok else 'VALUES DIFFER')
+    if args.bootstrap:
+        ok &= time_bootstrap(HierarchicalDOTAMetric, meta, samples, args.bootstrap, t_ours)
     return 0 if ok else 1
+
+
+def time_bootstrap(metric_cls, meta, samples, num, t_plain):
+    """Bootstrap standard errors as the metric computes them against each resample
+    evaluated from scratch (the same resamples); True when they are equal."""
+    out, t_all = timed(metric_cls(iou_thrs=THRS, report_thrs=THRS, bootstrap=num), meta,
+                       samples)
+    ref = metric_cls(iou_thrs=THRS, report_thrs=THRS)
+    ref.dataset_meta = meta
+    ref.process({}, samples)
+    results, n = ref.results, len(ref.results)
+    rng = np.random.default_rng(0)   # the metric's default bootstrap_seed
+    start = time.perf_counter()
+    resampled = [ref._evaluate([results[i] for i in rng.integers(0, n, n)]) for _ in range(num)]
+    t_scratch = time.perf_counter() - start
+    keys = [k for k in resampled[0]]
+    errors = {k: float(np.nanstd([m[k] for m in resampled], ddof=1)) for k in keys}
+    equal = all(out[f'dota/{k}_se'] == errors[k] for k in keys)
+    t_boot = t_all - t_plain
+    print(f'bootstrap, {num} resamples: {t_boot:.2f} s from the matching of the whole set, '
+          f'{t_scratch:.2f} s evaluating each from scratch ({t_scratch / t_boot:.1f}x); '
+          f'standard errors {"equal" if equal else "DIFFER"} '
+          f"(leaf mAP {out['dota/leaf_mAP_se']:.5f})")
+    return equal
 
 
 if __name__ == '__main__':

@@ -135,3 +135,71 @@ def test_flat_tree_reports_no_levels():
     res = eval_hierarchical_map(dets, gts, tree, [0.5])
     assert res.levels == {}
     np.testing.assert_array_equal(res.mean_aps()['all'], res.mean_aps()['leaf'])
+
+
+def _tree_dataset(rng, n_img=30):
+    """Random data on TREE with everything the levels treat specially: ground truth on
+    internal nodes (shallow at deeper levels), ignored objects, sibling-labelled copies
+    of one box (merged when collapsed), scores tied across images, images without
+    detections or without ground truth, and detections not sorted by image."""
+    dets, gts = random_dataset(rng, n_img=n_img, n_cls=TREE.num_classes)
+    det_labels = dets.labels.copy()
+    copies = np.flatnonzero(det_labels == A1a)[:10]          # the same box as A1b too
+    det = dict(img=np.r_[dets.img, dets.img[copies]], boxes=np.r_[dets.boxes, dets.boxes[copies]],
+               scores=np.r_[dets.scores, dets.scores[copies] * 0.9],
+               labels=np.r_[det_labels, np.full(len(copies), A1b)])
+    det['scores'] = np.round(det['scores'] * 8) / 8           # many exact ties
+    keep = det['img'] != 3                                     # image 3: no detections
+    det = {k: v[keep] for k, v in det.items()}
+    perm = rng.permutation(len(det['img']))                    # not sorted by image
+    dets = Detections(*(det[k][perm] for k in ('img', 'boxes', 'scores', 'labels')))
+    keep = gts.img != 5                                        # image 5: no ground truth
+    gts = GroundTruth(gts.img[keep], gts.boxes[keep], gts.labels[keep], gts.ignore[keep])
+    return dets, gts
+
+
+def _concatenated(dets, gts, images):
+    """The listed images' objects concatenated in that order (image j = j-th listed),
+    each image's detections in their input order: what evaluating the list sees."""
+    d_parts, g_parts = [], []
+    for j, i in enumerate(images):
+        d = np.flatnonzero(dets.img == i)
+        g = np.flatnonzero(gts.img == i)
+        d_parts.append((np.full(len(d), j), d))
+        g_parts.append((np.full(len(g), j), g))
+    d_img, d = (np.concatenate(x) for x in zip(*d_parts))
+    g_img, g = (np.concatenate(x) for x in zip(*g_parts))
+    return (Detections(d_img, dets.boxes[d], dets.scores[d], dets.labels[d]),
+            GroundTruth(g_img, gts.boxes[g], gts.labels[g], gts.ignore[g]))
+
+
+@pytest.mark.parametrize('eval_mode', ['area', '11points'])
+def test_resample_equals_evaluating_the_resampled_images_bit_for_bit(eval_mode):
+    """``hierarchical_matches(...).resample(images)`` (the bootstrap's fast path) gives
+    exactly what ``eval_hierarchical_map`` gives on the listed images evaluated from
+    scratch (IoU, matching and all), for nodes and every level."""
+    from bhcl.evaluation.functional import hierarchical_matches
+    rng = np.random.default_rng(7)
+    dets, gts = _tree_dataset(rng)
+    thrs = [0.5, 0.75, 0.9]
+    matches = hierarchical_matches(dets, gts, TREE, thrs, eval_mode=eval_mode)
+    full = eval_hierarchical_map(dets, gts, TREE, thrs, eval_mode=eval_mode)
+    samples = [np.arange(30), rng.integers(0, 30, 30), rng.integers(0, 30, 30),
+               np.array([3, 3, 5]), np.array([7, 7, 7, 7]), rng.integers(0, 30, 60)]
+    checked = 0
+    for images in samples:
+        got = matches.resample(images)
+        want = eval_hierarchical_map(*_concatenated(dets, gts, images), TREE, thrs,
+                                     eval_mode=eval_mode)
+        for a, b in [(got.nodes, want.nodes)] + [(got.levels[lv], want.levels[lv])
+                                                 for lv in want.levels]:
+            for field in ('ap', 'recall', 'num_gts', 'num_dets'):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+                checked += 1
+        assert sorted(got.levels) == sorted(want.levels) == [0, 1, 2]
+    assert checked == len(samples) * 4 * 4
+    # the whole set: result() is eval_hierarchical_map's result
+    np.testing.assert_array_equal(matches.result().nodes.ap, full.nodes.ap)
+    assert 0 < full.nodes.mean_ap()[0] < 1 and full.levels[2].num_gts.sum() > 0
+    with pytest.raises(ValueError, match=r'image indices must be in \[0, 30\)'):
+        matches.resample([0, 30])

@@ -40,7 +40,7 @@ import numpy as np
 
 from ...structures.label_tree import LabelTree
 from .rotated_map import (DEFAULT_IOU_THRS, Detections, GroundTruth, MapResult, Overlaps,
-                          compute_overlaps, match_and_score)
+                          check_iou_thrs, compute_overlaps, match_detections, score_detections)
 
 SHALLOW_GT_MODES = ('ignore', 'drop')
 
@@ -102,8 +102,121 @@ def _level_labelling(tree: LabelTree, level: int, dets: Detections, gts: GroundT
         pair_ok |= shallow[g] & (det_l[d] >= 0) & below
         ignore |= shallow
     counted = ~ignore & ~shallow
-    num_gts = np.bincount(gt_l[counted], minlength=tree.num_classes)
-    return det_l, pair_ok, ignore, num_gts
+    return det_l, pair_ok, ignore, np.where(counted, gt_l, -1)
+
+
+@dataclass
+class _Labelling:
+    """One labelling's matching outcome: detection classes (-1: left out), (T, N)
+    ``tp`` / ``fp`` in detection order, and the class each ground truth counts
+    for (-1: ignored or shallower than the level)."""
+    det_labels: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    gt_class: np.ndarray
+
+
+class HierarchicalMatches:
+    """Matching of every labelling, done once; ``result()`` scores the whole set and
+    ``resample(images)`` the images listed (a repeated image counts as a new one),
+    without computing IoU or matching again.
+
+    A detection's outcome depends only on its own image, so the result of a
+    resample equals ``eval_hierarchical_map`` run on the listed images' detections
+    and ground truth, concatenated in that order: the same numbers to the bit
+    (tested), at the cost of ranking and scoring only (for image bootstraps).
+    """
+
+    def __init__(self, tree: LabelTree, thrs: np.ndarray, eval_mode: str, dets: Detections,
+                 gts: GroundTruth, nodes: _Labelling, levels: Dict[int, _Labelling]):
+        self.tree, self.thrs, self.eval_mode = tree, thrs, eval_mode
+        self.scores = np.asarray(dets.scores)
+        self.nodes, self.levels = nodes, levels
+        num_images = int(max(dets.img.max(initial=-1), gts.img.max(initial=-1))) + 1
+        self.num_images = num_images
+        # detections of image i in input order: _order[_bounds[i]:_bounds[i + 1]]
+        self._order = np.argsort(dets.img, kind='stable')
+        self._bounds = np.searchsorted(dets.img[self._order], np.arange(num_images + 1))
+        self._gt_img = np.asarray(gts.img, dtype=np.int64)
+
+    def _score(self, lab: _Labelling, index: Optional[np.ndarray],
+               images: Optional[np.ndarray]) -> MapResult:
+        num = self.tree.num_classes
+        if index is None:
+            labels, scores, tp, fp = lab.det_labels, self.scores, lab.tp, lab.fp
+            num_gts = np.bincount(lab.gt_class[lab.gt_class >= 0], minlength=num)
+        else:
+            labels, scores = lab.det_labels[index], self.scores[index]
+            tp, fp = np.take(lab.tp, index, axis=1), np.take(lab.fp, index, axis=1)
+            counted = lab.gt_class >= 0
+            per_image = np.zeros((self.num_images, num), dtype=np.int64)
+            np.add.at(per_image, (self._gt_img[counted], lab.gt_class[counted]), 1)
+            num_gts = per_image[images].sum(axis=0)
+        return score_detections(labels, scores, tp, fp, num, num_gts, self.thrs, self.eval_mode)
+
+    def _result(self, index=None, images=None) -> HierarchicalMapResult:
+        result = HierarchicalMapResult(tree=self.tree, iou_thrs=self.thrs,
+                                       nodes=self._score(self.nodes, index, images))
+        for level, lab in self.levels.items():
+            result.levels[level] = self._score(lab, index, images)
+        return result
+
+    def result(self) -> HierarchicalMapResult:
+        """The evaluation of the whole set (``eval_hierarchical_map``)."""
+        return self._result()
+
+    def resample(self, images: Sequence[int]) -> HierarchicalMapResult:
+        """The evaluation of the images listed, in that order (repeats allowed)."""
+        images = np.asarray(images, dtype=np.int64).reshape(-1)
+        if len(images) and (images.min() < 0 or images.max() >= self.num_images):
+            raise ValueError(f'image indices must be in [0, {self.num_images}), got range '
+                             f'[{images.min()}, {images.max()}]')
+        starts, lens = self._bounds[images], np.diff(self._bounds)[images]
+        offsets = np.repeat(starts - np.cumsum(lens) + lens, lens)
+        index = self._order[offsets + np.arange(int(lens.sum()))]
+        return self._result(index, images)
+
+
+def hierarchical_matches(dets: Detections, gts: GroundTruth, tree: LabelTree,
+                         iou_thrs: Sequence[float] = DEFAULT_IOU_THRS,
+                         eval_mode: str = '11points', strict_iou: bool = False,
+                         iou_type: str = 'rbox', ignore_difficult: bool = True,
+                         levels: Optional[Sequence[int]] = None, shallow_gt: str = 'ignore',
+                         merge_duplicates: bool = True,
+                         backend: str = 'auto') -> HierarchicalMatches:
+    """The IoU and matching part of ``eval_hierarchical_map`` (same arguments); its
+    ``result()`` is that function's result, its ``resample()`` a bootstrap's."""
+    if shallow_gt not in SHALLOW_GT_MODES:
+        raise ValueError(f'shallow_gt must be one of {SHALLOW_GT_MODES}, got {shallow_gt!r}')
+    num = tree.num_classes
+    for what, labels in (('detection', dets.labels), ('ground-truth', gts.labels)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= num):
+            raise ValueError(f'{what} labels must be tree nodes in [0, {num}), '
+                             f'got range [{labels.min()}, {labels.max()}]')
+    if levels is None:
+        levels = range(tree.num_levels) if tree.num_levels > 1 else ()
+    levels = [int(lv) for lv in levels]
+    bad = [lv for lv in levels if not 0 <= lv < tree.num_levels]
+    if bad:
+        raise ValueError(f'levels {bad} outside the tree levels 0..{tree.num_levels - 1}')
+    thrs = check_iou_thrs(iou_thrs)
+    top = tree.ancestors[:, 0]
+    overlaps = compute_overlaps(dets, gts, iou_type, backend,
+                                groups=(top[dets.labels], top[gts.labels]))
+    ignore = np.asarray(gts.ignore, dtype=bool) & ignore_difficult
+    pair_ok = dets.labels[overlaps.det] == gts.labels[overlaps.gt]
+    det_labels = np.asarray(dets.labels, dtype=np.int64)
+    nodes = _Labelling(det_labels, *match_detections(det_labels, dets.scores, overlaps, pair_ok,
+                                                     ignore, thrs, strict_iou),
+                       np.where(ignore, -1, gts.labels))
+    labellings = {}
+    for level in levels:
+        det_l, ok_l, ign_l, gt_class = _level_labelling(tree, level, dets, gts, overlaps, ignore,
+                                                        shallow_gt, merge_duplicates)
+        labellings[level] = _Labelling(det_l, *match_detections(det_l, dets.scores, overlaps,
+                                                                ok_l, ign_l, thrs, strict_iou),
+                                       gt_class)
+    return HierarchicalMatches(tree, thrs, eval_mode, dets, gts, nodes, labellings)
 
 
 def eval_hierarchical_map(dets: Detections, gts: GroundTruth, tree: LabelTree,
@@ -127,31 +240,6 @@ def eval_hierarchical_map(dets: Detections, gts: GroundTruth, tree: LabelTree,
         shallow_gt: ``'ignore'`` or ``'drop'``; see the module docstring.
         merge_duplicates: merge identical boxes collapsed to one class.
     """
-    if shallow_gt not in SHALLOW_GT_MODES:
-        raise ValueError(f'shallow_gt must be one of {SHALLOW_GT_MODES}, got {shallow_gt!r}')
-    num = tree.num_classes
-    for what, labels in (('detection', dets.labels), ('ground-truth', gts.labels)):
-        if len(labels) and (labels.min() < 0 or labels.max() >= num):
-            raise ValueError(f'{what} labels must be tree nodes in [0, {num}), '
-                             f'got range [{labels.min()}, {labels.max()}]')
-    if levels is None:
-        levels = range(tree.num_levels) if tree.num_levels > 1 else ()
-    levels = [int(lv) for lv in levels]
-    bad = [lv for lv in levels if not 0 <= lv < tree.num_levels]
-    if bad:
-        raise ValueError(f'levels {bad} outside the tree levels 0..{tree.num_levels - 1}')
-    top = tree.ancestors[:, 0]
-    overlaps = compute_overlaps(dets, gts, iou_type, backend,
-                                groups=(top[dets.labels], top[gts.labels]))
-    ignore = np.asarray(gts.ignore, dtype=bool) & ignore_difficult
-    pair_ok = dets.labels[overlaps.det] == gts.labels[overlaps.gt]
-    num_gts = np.bincount(gts.labels[~ignore], minlength=num)
-    nodes = match_and_score(dets.labels, dets.scores, num, overlaps, pair_ok, ignore, num_gts,
-                            iou_thrs, strict_iou, eval_mode)
-    result = HierarchicalMapResult(tree=tree, iou_thrs=nodes.iou_thrs, nodes=nodes)
-    for level in levels:
-        det_l, ok_l, ign_l, num_l = _level_labelling(tree, level, dets, gts, overlaps, ignore,
-                                                     shallow_gt, merge_duplicates)
-        result.levels[level] = match_and_score(det_l, dets.scores, num, overlaps, ok_l, ign_l,
-                                               num_l, iou_thrs, strict_iou, eval_mode)
-    return result
+    return hierarchical_matches(dets, gts, tree, iou_thrs, eval_mode, strict_iou, iou_type,
+                                ignore_difficult, levels, shallow_gt, merge_duplicates,
+                                backend).result()

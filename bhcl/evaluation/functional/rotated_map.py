@@ -191,14 +191,38 @@ def match_and_score(det_labels: np.ndarray, det_scores: np.ndarray, num_classes:
             (mmrotate).
         eval_mode: ``'11points'`` or ``'area'``.
     """
-    thrs = np.asarray(iou_thrs, dtype=np.float64).reshape(-1)
-    if thrs.size == 0 or (thrs <= 0).any() or (thrs > 1).any():
-        raise ValueError(f'iou_thrs must be non-empty and in (0, 1], got {list(thrs)}')
+    thrs = check_iou_thrs(iou_thrs)
     det_labels = np.asarray(det_labels, dtype=np.int64)
     if (det_labels >= num_classes).any():
         raise ValueError(f'detection label {det_labels.max()} >= num_classes {num_classes}')
+    tp, fp = match_detections(det_labels, det_scores, overlaps, pair_ok, gt_ignore, thrs,
+                              strict_iou)
+    return score_detections(det_labels, det_scores, tp, fp, num_classes, num_gts, thrs,
+                            eval_mode)
+
+
+def check_iou_thrs(iou_thrs: Sequence[float]) -> np.ndarray:
+    thrs = np.asarray(iou_thrs, dtype=np.float64).reshape(-1)
+    if thrs.size == 0 or (thrs <= 0).any() or (thrs > 1).any():
+        raise ValueError(f'iou_thrs must be non-empty and in (0, 1], got {list(thrs)}')
+    return thrs
+
+
+def rank_detections(det_labels: np.ndarray, det_scores: np.ndarray) -> np.ndarray:
+    """Indices of the kept detections (label >= 0) by class, then descending score;
+    equal scores keep their input order."""
     kept = np.flatnonzero(det_labels >= 0)
-    rank = kept[np.lexsort((-np.asarray(det_scores)[kept], det_labels[kept]))]
+    return kept[np.lexsort((-np.asarray(det_scores)[kept], det_labels[kept]))]
+
+
+def match_detections(det_labels: np.ndarray, det_scores: np.ndarray, overlaps: Overlaps,
+                     pair_ok: np.ndarray, gt_ignore: np.ndarray, thrs: np.ndarray,
+                     strict_iou: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """(T, N) bool ``tp``, ``fp`` of every detection in input order (both False for
+    one left out or absorbed by an ignored object). A detection's outcome depends
+    only on its own image (its ground truth and the detections ranked before it
+    there), so it holds for any set of images that contains that image."""
+    rank = rank_detections(det_labels, det_scores)
     best_gt, best_iou = _best_gt(len(det_labels), overlaps, pair_ok, gt_ignore)
     bg, bi = best_gt[rank], best_iou[rank]
     has = bg >= 0
@@ -206,10 +230,22 @@ def match_and_score(det_labels: np.ndarray, det_scores: np.ndarray, num_classes:
     ignored = np.zeros(len(bg), dtype=bool)
     ignored[has] = gt_ignore[bg[has]]
     first = _first_in_group(valid, bg)
-    tp = valid & first & ~ignored
-    fp = ~valid | (~first & ~ignored)
-    ctp, cfp = np.cumsum(tp, axis=1), np.cumsum(fp, axis=1)
+    tp = np.zeros((len(thrs), len(det_labels)), dtype=bool)
+    fp = np.zeros_like(tp)
+    tp[:, rank] = valid & first & ~ignored
+    fp[:, rank] = ~valid | (~first & ~ignored)
+    return tp, fp
 
+
+def score_detections(det_labels: np.ndarray, det_scores: np.ndarray, tp: np.ndarray,
+                     fp: np.ndarray, num_classes: int, num_gts: np.ndarray, thrs: np.ndarray,
+                     eval_mode: str = '11points') -> MapResult:
+    """Per-class AP and recall of matched detections (``match_detections``)."""
+    rank = rank_detections(det_labels, det_scores)
+    # (T, n) in C order (np.take; tp[:, rank] would be F order): the AP sums then run
+    # in the same order for any number of thresholds, to the bit
+    ctp = np.cumsum(np.take(tp, rank, axis=1), axis=1)
+    cfp = np.cumsum(np.take(fp, rank, axis=1), axis=1)
     labels_ranked = det_labels[rank]
     bounds = np.searchsorted(labels_ranked, np.arange(num_classes + 1))
     num_t = len(thrs)

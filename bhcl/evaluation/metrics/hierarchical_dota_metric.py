@@ -12,8 +12,8 @@ from mmrotate.registry import METRICS
 
 from ...structures.label_tree import LabelTree
 from ..functional import (DEFAULT_IOU_THRS, EVAL_MODES, SHALLOW_GT_MODES, Detections,
-                          GroundTruth, HierarchicalMapResult, MapResult,
-                          eval_hierarchical_map)
+                          GroundTruth, HierarchicalMapResult, HierarchicalMatches, MapResult,
+                          hierarchical_matches)
 
 
 def _get(obj, key: str):
@@ -244,28 +244,38 @@ class HierarchicalDOTAMetric(BaseMetric):
     def compute_metrics(self, results: list) -> Dict[str, float]:
         if not results:
             raise ValueError(f'{type(self).__name__}: no results to evaluate')
-        metrics = self._evaluate(results, log=True)
+        tree = self._tree()
+        matches = self._matches(results, tree)
+        res = matches.result()
+        self._log_tables(res)
+        metrics = self._summarise(res, tree)
         if self.bootstrap:
+            # a resample of the images is scored from the matching of the whole set:
+            # the same numbers as evaluating the resampled list, without its IoU
             rng = np.random.default_rng(self.bootstrap_seed)
-            samples = [self._evaluate([results[i] for i in rng.integers(0, len(results),
-                                                                        len(results))])
+            samples = [self._summarise(matches.resample(rng.integers(0, len(results),
+                                                                     len(results))), tree)
                        for _ in range(self.bootstrap)]
             for key in list(metrics):
                 metrics[f"{key}_se"] = float(np.nanstd([m[key] for m in samples], ddof=1))
         return metrics
 
-    def _evaluate(self, results: list, log: bool = False) -> Dict[str, float]:
-        """Metrics of per-image ``results`` (a repeated image counts as a new one)."""
-        tree = self._tree()
+    def _matches(self, results: list, tree: LabelTree) -> HierarchicalMatches:
+        """IoU and matching of per-image ``results`` (image i is ``results[i]``)."""
         dets, gts = self._flatten(results)
-        res = eval_hierarchical_map(
+        return hierarchical_matches(
             dets, gts, tree, self.iou_thrs, eval_mode=self.eval_mode,
             strict_iou=self.strict_iou, iou_type=self.iou_type,
             ignore_difficult=self.ignore_difficult, levels=self.levels,
             shallow_gt=self.shallow_gt, merge_duplicates=self.merge_duplicates,
             backend=self.iou_backend)
-        if log:
-            self._log_tables(res)
+
+    def _evaluate(self, results: list) -> Dict[str, float]:
+        """Metrics of per-image ``results`` (a repeated image counts as a new one)."""
+        tree = self._tree()
+        return self._summarise(self._matches(results, tree).result(), tree)
+
+    def _summarise(self, res: HierarchicalMapResult, tree: LabelTree) -> Dict[str, float]:
         means = res.mean_aps()
         for group, names in self.class_groups.items():
             means[group] = res.nodes.mean_ap([tree.index(n) for n in names])
