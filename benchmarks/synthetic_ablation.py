@@ -566,18 +566,15 @@ def _column(runs, key, seeds=None):
     return [runs[s]['metrics'][key] for s in seeds]
 
 
-def paired_lines(results, reference):
+def paired_lines(results, reference, alpha=0.05):
     """Per-seed paired differences of every row against ``reference`` (the seeds both
-    ran): mean difference with its paired-t 95% interval, and the minimal
-    detectable effect of the design (alpha 0.05, power 0.8) from the sd of the
-    differences."""
+    ran): mean difference with its paired-t 95% interval, the two-sided p-value, and
+    the minimal detectable effect of the design (alpha 0.05, power 0.8) from the sd
+    of the differences. Bold: p below ``alpha`` divided by the number of tests in
+    the table (Bonferroni)."""
     from bhcl.utils.stats import paired_difference, paired_mde
-    lines = [f'Paired differences against {reference!r} (row - reference, by seed; '
-             'mean [95% paired-t interval], MDE = minimal detectable effect at alpha 0.05, '
-             'power 0.8):', '',
-             '| row | seeds | ' + ' | '.join(c for _, c in COLUMNS) + ' |',
-             '|---' * (len(COLUMNS) + 2) + '|']
     ref = results[reference]
+    rows = []
     for variant, runs in results.items():
         seeds = sorted(set(runs) & set(ref))
         if variant == reference or len(seeds) < 2:
@@ -585,10 +582,24 @@ def paired_lines(results, reference):
         cells = []
         for key, _ in COLUMNS:
             d = paired_difference(_column(runs, key, seeds), _column(ref, key, seeds))
-            mde = paired_mde(len(seeds), d['sd']) if d['sd'] > 0 else 0.0
-            cells.append(f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] "
-                         f'(MDE {mde:.3f})')
-        lines.append(f'| {variant} | {len(seeds)} | ' + ' | '.join(cells) + ' |')
+            d['mde'] = paired_mde(len(seeds), d['sd']) if d['sd'] > 0 else 0.0
+            cells.append(d)
+        rows.append((variant, len(seeds), cells))
+    tests = sum(len(cells) for *_, cells in rows)
+    lines = [f'Paired differences against {reference!r} (row - reference, by seed; '
+             'mean [95% paired-t interval] (two-sided p, MDE = minimal detectable effect at '
+             f'alpha 0.05, power 0.8); bold: p < {alpha} / {tests} tests in this table '
+             '(Bonferroni)):', '',
+             '| row | seeds | ' + ' | '.join(c for _, c in COLUMNS) + ' |',
+             '|---' * (len(COLUMNS) + 2) + '|']
+    for variant, n, cells in rows:
+        text = []
+        for d in cells:
+            cell = f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+            if tests and d['p'] < alpha / tests:
+                cell = f'**{cell}**'
+            text.append(f"{cell} (p {d['p']:.2g}, MDE {d['mde']:.3f})")
+        lines.append(f'| {variant} | {n} | ' + ' | '.join(text) + ' |')
     return lines + ['']
 
 

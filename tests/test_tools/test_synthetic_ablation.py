@@ -113,7 +113,13 @@ def test_paired_lines_use_paired_t_on_the_common_seeds(tmp_path):
     d = paired_difference([0.42, 0.51, 0.63], ref[:3])
     assert row.startswith('| x | 3 | ')
     assert f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] " \
-           f"(MDE {paired_mde(3, d['sd']):.3f})" in row
+           f"(p {d['p']:.2g}, MDE {paired_mde(3, d['sd']):.3f})" in row
+    # one row x the columns = the tests; p = 0.074 (t 3.5, 2 df) is not bold
+    assert len(abl.COLUMNS) == int(lines[0].split(' tests in this table')[0].split()[-1])
+    assert '**' not in row and d['p'] == pytest.approx(0.074, abs=0.001)
+    strong = {'+decoupling': _runs(ref), 'x': _runs([r + d for r, d in
+                                                      zip(ref, [0.020, 0.021, 0.019, 0.020])])}
+    assert abl.paired_lines(strong, '+decoupling')[4].count('**') == 2 * len(abl.COLUMNS)
     assert abl.plot_paired(results, '+decoupling', str(tmp_path / 'paired.png'))
     assert (tmp_path / 'paired.png').stat().st_size > 0
     assert not abl.plot_paired({'+decoupling': _runs(ref), 'y': _runs([0.1])}, '+decoupling',
