@@ -127,8 +127,11 @@ def pretrain(args, data_root):
     return init, costs
 
 
-def ablation_args(args, variants, init, matched_iters=None, report=False, out_dir=None):
-    argv = ['--task', args.task, '--work-dir', args.work_dir, '--jobs', str(args.jobs),
+def ablation_args(args, variants, init, out_dir, matched_iters=None, report=False):
+    """The ablation's command line for ``variants`` (its tables go to ``out_dir``, not
+    to the shared ``--work-dir``)."""
+    argv = ['--task', args.task, '--work-dir', args.work_dir, '--out-dir', out_dir,
+            '--jobs', str(args.jobs),
             '--threads', '1', '--iters', str(args.iters), '--lr', str(args.lr),
             '--reference', SCRATCH, '--seeds', *map(str, args.seeds), '--variants', *variants]
     if init:
@@ -136,7 +139,7 @@ def ablation_args(args, variants, init, matched_iters=None, report=False, out_di
     if matched_iters:
         argv += ['--matched-iters', str(matched_iters)]
     if report:
-        argv += ['--report', '--out-dir', out_dir]
+        argv.append('--report')
     return argv
 
 
@@ -190,10 +193,10 @@ def main(argv=None):
     if args.report:
         study = osp.join(args.work_dir, 'mutdet', 'pretraining_study.json')
         matched = json.load(open(study))['matched_iters'] if osp.exists(study) else None
-        return ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], None, matched,
-                                           report=True, out_dir=out_dir))
+        return ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], None, out_dir,
+                                           matched, report=True))
     init, costs = pretrain(args, data_root)
-    ablation.main(ablation_args(args, [SCRATCH, MUTDET], init))
+    ablation.main(ablation_args(args, [SCRATCH, MUTDET], init, out_dir))
     cpu_per_iter, runs = fine_tuning_cpu_per_iter(args)
     pretrain_cpu = sum(costs.values())
     epoch_iters = -(-meta['settings']['num_train'] // 4)
@@ -207,9 +210,9 @@ def main(argv=None):
     print(f'pre-training: {pretrain_cpu:.0f} CPU s = {pretrain_cpu / cpu_per_iter:.0f} '
           f'fine-tuning iterations ({cpu_per_iter:.3f} CPU s each, {runs} runs); '
           f'compute-matched scratch trains {matched} iterations', flush=True)
-    ablation.main(ablation_args(args, [MATCHED], None, matched))
-    ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], init, matched, report=True,
-                                out_dir=out_dir))
+    ablation.main(ablation_args(args, [MATCHED], None, out_dir, matched))
+    ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], init, out_dir, matched,
+                                report=True))
 
 
 if __name__ == '__main__':

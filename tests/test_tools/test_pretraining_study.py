@@ -79,3 +79,16 @@ def test_pretraining_chain_runs_once_and_resumes(tmp_path):
     assert recorded == pytest.approx(costs)
     again, costs2 = study.pretrain(args, str(data))
     assert again == init and costs2 == pytest.approx(costs)
+
+
+def test_ablation_calls_keep_their_tables_out_of_the_shared_work_dir():
+    study = load_script('benchmarks/pretraining_study.py')
+    args = SimpleNamespace(task='hierarchical', work_dir='w', jobs=2, iters=800, lr=1e-3,
+                           seeds=[0, 1])
+    argv = study.ablation_args(args, [study.MATCHED], None, 'w/mutdet/report', 1600)
+    assert argv[argv.index('--out-dir') + 1] == 'w/mutdet/report'
+    assert argv[argv.index('--matched-iters') + 1] == '1600' and '--report' not in argv
+    assert argv[argv.index('--reference') + 1] == study.SCRATCH
+    report = study.ablation_args(args, [study.SCRATCH, study.MUTDET], 'init.pth', 'r', report=True)
+    assert report[-1] == '--report' and report[report.index('--mutdet-init') + 1] == 'init.pth'
+    assert '--matched-iters' not in report
