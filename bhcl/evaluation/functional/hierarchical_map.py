@@ -109,11 +109,13 @@ def _level_labelling(tree: LabelTree, level: int, dets: Detections, gts: GroundT
 class _Labelling:
     """One labelling's matching outcome: detection classes (-1: left out), (T, N)
     ``tp`` / ``fp`` in detection order, and the class each ground truth counts
-    for (-1: ignored or shallower than the level)."""
+    for (-1: ignored or shallower than the level); ``gt_per_image`` (images, K) counts
+    them per image (filled by ``HierarchicalMatches`` for its resamples)."""
     det_labels: np.ndarray
     tp: np.ndarray
     fp: np.ndarray
     gt_class: np.ndarray
+    gt_per_image: Optional[np.ndarray] = None
 
 
 class HierarchicalMatches:
@@ -137,7 +139,11 @@ class HierarchicalMatches:
         # detections of image i in input order: _order[_bounds[i]:_bounds[i + 1]]
         self._order = np.argsort(dets.img, kind='stable')
         self._bounds = np.searchsorted(dets.img[self._order], np.arange(num_images + 1))
-        self._gt_img = np.asarray(gts.img, dtype=np.int64)
+        gt_img = np.asarray(gts.img, dtype=np.int64)
+        for lab in (nodes, *levels.values()):   # once, not per resample
+            counted = lab.gt_class >= 0
+            lab.gt_per_image = np.zeros((num_images, tree.num_classes), dtype=np.int64)
+            np.add.at(lab.gt_per_image, (gt_img[counted], lab.gt_class[counted]), 1)
 
     def _score(self, lab: _Labelling, index: Optional[np.ndarray],
                images: Optional[np.ndarray]) -> MapResult:
@@ -148,10 +154,7 @@ class HierarchicalMatches:
         else:
             labels, scores = lab.det_labels[index], self.scores[index]
             tp, fp = np.take(lab.tp, index, axis=1), np.take(lab.fp, index, axis=1)
-            counted = lab.gt_class >= 0
-            per_image = np.zeros((self.num_images, num), dtype=np.int64)
-            np.add.at(per_image, (self._gt_img[counted], lab.gt_class[counted]), 1)
-            num_gts = per_image[images].sum(axis=0)
+            num_gts = lab.gt_per_image[images].sum(axis=0)
         return score_detections(labels, scores, tp, fp, num, num_gts, self.thrs, self.eval_mode)
 
     def _result(self, index=None, images=None) -> HierarchicalMapResult:
