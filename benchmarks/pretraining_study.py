@@ -1,4 +1,4 @@
-"""MutDet pre-training against training from scratch, paired by seed, with a compute-matched control.
+"""MutDet pre-training against scratch, paired by seed, with a compute-matched control.
 
     python benchmarks/pretraining_study.py --work-dir work_dirs/grid [--seeds 0 1 ... 7]
         [--jobs 2] [--pretrain-epochs 2] [--task hierarchical] [--report]
@@ -149,8 +149,7 @@ def fine_tuning_cpu_per_iter(args):
     per_iter = []
     for variant in (SCRATCH, MUTDET):
         for seed in args.seeds:
-            path = osp.join(args.work_dir, 'runs', f'{ablation.VARIANTS_SLUG[variant]}-seed{seed}',
-                            'result.json')
+            path = osp.join(ablation.run_path(args.work_dir, variant, seed), 'result.json')
             if osp.exists(path):
                 with open(path) as f:
                     res = json.load(f)
@@ -192,7 +191,10 @@ def main(argv=None):
     data_root, _, _, meta = ablation.bench_dataset(args.work_dir, args.task)
     if args.report:
         study = osp.join(args.work_dir, 'mutdet', 'pretraining_study.json')
-        matched = json.load(open(study))['matched_iters'] if osp.exists(study) else None
+        matched = None
+        if osp.exists(study):
+            with open(study) as f:
+                matched = json.load(f)['matched_iters']
         return ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], None, out_dir,
                                            matched, report=True))
     init, costs = pretrain(args, data_root)

@@ -15,8 +15,9 @@ three the MutDet pre-training experiment: '+decoupling, 10% labels' (the first
 '+decoupling, MutDet init, 10% labels' (``--mutdet-init FILE``, a converted
 pre-training checkpoint; docs/pretraining.md), with '+decoupling, compute-matched scratch'
 (``--matched-iters N``: scratch given the pre-training's compute as extra iterations;
-benchmarks/pretraining_study.py measures N and runs the three arms). Two optional rows put CQ-DINO's classifier
-(``CQDINOClassifier``: fusion, top-K selection, category attention) in place of the linear one:
+benchmarks/pretraining_study.py measures N and runs the three arms). Two optional rows put
+CQ-DINO's classifier (``CQDINOClassifier``: fusion, top-K selection, category attention) in
+place of the linear one:
 'BHCL, CQ-DINO head' (two views, beside 'BHCL, category-query head') and
 '+decoupling+BHCL, CQ-DINO head, one view', paired by seed with '+decoupling+BHCL, one view' of
 the grid (``--grid --variants ... --reference '+decoupling+BHCL, one view'``).
@@ -411,7 +412,7 @@ def run_settings(args, variant):
 
 
 def launch(variant, seed, data_root, groups, num_train, args, threads, reuse):
-    run_dir = osp.join(args.work_dir, 'runs', f'{VARIANTS_SLUG[variant]}-seed{seed}')
+    run_dir = run_path(args.work_dir, variant, seed)
     os.makedirs(run_dir, exist_ok=True)
     done = osp.join(run_dir, 'result.json')
     earlier = reuse.get(variant, {}).get(str(seed))
@@ -443,6 +444,11 @@ VARIANTS_SLUG = {name: ''.join(c if c.isalnum() else '_' for c in name).strip('_
                  for name in VARIANTS}
 
 
+def run_path(work_dir, variant, seed):
+    """The folder of one run (its config, log and ``result.json``)."""
+    return osp.join(work_dir, 'runs', f'{VARIANTS_SLUG[variant]}-seed{seed}')
+
+
 def report_settings_match(settings, args, variant):
     """Whether a finished run belongs in a ``--report`` of this invocation: the same
     settings, where a file option left out of the report (``--simclr-backbone`` ...)
@@ -472,8 +478,7 @@ def finished_runs(args):
     results = {}
     for variant in args.variants:
         for seed in args.seeds:
-            path = osp.join(args.work_dir, 'runs', f'{VARIANTS_SLUG[variant]}-seed{seed}',
-                            'result.json')
+            path = osp.join(run_path(args.work_dir, variant, seed), 'result.json')
             res = reuse.get(variant, {}).get(str(seed))
             if osp.exists(path):
                 with open(path) as f:
