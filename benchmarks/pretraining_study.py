@@ -20,7 +20,8 @@ arm) the study
    compute-matched scratch', which trains from scratch for ``--iters`` plus the
    pre-training's compute expressed in training iterations: the CPU seconds of
    steps 1-3 divided by the mean CPU seconds per fine-tuning iteration of the
-   step-4 runs, rounded to whole epochs,
+   step-4 runs finished by then, rounded to whole epochs (fixed by the first
+   invocation that computes it, ``pretraining_study.json``),
 5. reports the three rows and their paired differences against '+decoupling'
    (``synthetic_ablation.py --report --reference '+decoupling'``) and writes
    ``pretraining_study.json`` (every step's CPU seconds, the matched iterations).
@@ -168,6 +169,37 @@ def matched_iterations(iters, pretrain_cpu_s, cpu_per_iter, epoch_iters):
     return iters + epoch_iters * max(1, round(extra / epoch_iters))
 
 
+def matched_study(args, costs, epoch_iters):
+    """The compute-matched arm's iterations with what they were computed from, fixed by
+    the first invocation that can compute them (``pretraining_study.json``): a later
+    invocation with more finished runs would otherwise re-estimate the CPU seconds per
+    iteration, and a different rounding would make the matched runs already finished
+    disagree with the rest."""
+    path = osp.join(args.work_dir, 'mutdet', 'pretraining_study.json')
+    if osp.exists(path):
+        with open(path) as f:
+            study = json.load(f)
+        if study['iters'] != args.iters:
+            raise ValueError(f"{path} matched --iters {study['iters']}, not {args.iters}; "
+                             'delete it (and the compute-matched runs) to match again')
+        print(f"compute-matched scratch trains {study['matched_iters']} iterations "
+              f'(fixed by {path})', flush=True)
+        return study
+    cpu_per_iter, runs = fine_tuning_cpu_per_iter(args)
+    pretrain_cpu = sum(costs.values())
+    matched = matched_iterations(args.iters, pretrain_cpu, cpu_per_iter, epoch_iters)
+    study = dict(pretraining_cpu_s=costs, pretraining_cpu_s_total=pretrain_cpu,
+                 fine_tuning_cpu_s_per_iter=cpu_per_iter, fine_tuning_runs_timed=runs,
+                 pretraining_in_iterations=pretrain_cpu / cpu_per_iter, iters=args.iters,
+                 matched_iters=matched)
+    with open(path, 'w') as f:
+        json.dump(study, f, indent=1)
+    print(f'pre-training: {pretrain_cpu:.0f} CPU s = {pretrain_cpu / cpu_per_iter:.0f} '
+          f'fine-tuning iterations ({cpu_per_iter:.3f} CPU s each, {runs} runs); '
+          f'compute-matched scratch trains {matched} iterations', flush=True)
+    return study
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/grid',
@@ -199,19 +231,8 @@ def main(argv=None):
                                            matched, report=True))
     init, costs = pretrain(args, data_root)
     ablation.main(ablation_args(args, [SCRATCH, MUTDET], init, out_dir))
-    cpu_per_iter, runs = fine_tuning_cpu_per_iter(args)
-    pretrain_cpu = sum(costs.values())
     epoch_iters = -(-meta['settings']['num_train'] // 4)
-    matched = matched_iterations(args.iters, pretrain_cpu, cpu_per_iter, epoch_iters)
-    study = dict(pretraining_cpu_s=costs, pretraining_cpu_s_total=pretrain_cpu,
-                 fine_tuning_cpu_s_per_iter=cpu_per_iter, fine_tuning_runs_timed=runs,
-                 pretraining_in_iterations=pretrain_cpu / cpu_per_iter, iters=args.iters,
-                 matched_iters=matched)
-    with open(osp.join(args.work_dir, 'mutdet', 'pretraining_study.json'), 'w') as f:
-        json.dump(study, f, indent=1)
-    print(f'pre-training: {pretrain_cpu:.0f} CPU s = {pretrain_cpu / cpu_per_iter:.0f} '
-          f'fine-tuning iterations ({cpu_per_iter:.3f} CPU s each, {runs} runs); '
-          f'compute-matched scratch trains {matched} iterations', flush=True)
+    matched = matched_study(args, costs, epoch_iters)['matched_iters']
     ablation.main(ablation_args(args, [MATCHED], None, out_dir, matched))
     ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], init, out_dir, matched,
                                 report=True))

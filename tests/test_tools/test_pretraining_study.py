@@ -36,6 +36,33 @@ def test_fine_tuning_cpu_per_iteration_from_both_arms_runs(tmp_path):
         study.fine_tuning_cpu_per_iter(SimpleNamespace(work_dir=str(tmp_path), seeds=[5]))
 
 
+def test_matched_iterations_are_fixed_by_the_first_invocation(tmp_path):
+    """A later invocation with more finished runs (another estimate of the CPU seconds
+    per iteration) keeps the iterations the matched runs already trained."""
+    study = load_script('benchmarks/pretraining_study.py')
+    slug = study.ablation.VARIANTS_SLUG
+    (tmp_path / 'mutdet').mkdir()
+
+    def finish(variant, seed, cpu):
+        run = tmp_path / 'runs' / f'{slug[variant]}-seed{seed}'
+        run.mkdir(parents=True)
+        (run / 'result.json').write_text(json.dumps(dict(iters=800, train_cpu_s=cpu)))
+
+    finish(study.SCRATCH, 0, 800.0)   # 1.0 CPU s per iteration
+    args = SimpleNamespace(work_dir=str(tmp_path), seeds=[0, 1], iters=800)
+    costs = dict(proposals=100.0, pretraining=900.0)   # 1000 iterations -> 5 epochs of 200
+    first = study.matched_study(args, costs, 200)
+    assert first['matched_iters'] == 1800 and first['fine_tuning_runs_timed'] == 1
+    assert first['pretraining_cpu_s_total'] == 1000.0
+    finish(study.SCRATCH, 1, 1600.0)  # now 1.5 on average: would round to 1400
+    assert study.matched_study(args, costs, 200) == first
+    with pytest.raises(ValueError, match='matched --iters 800, not 400'):
+        study.matched_study(SimpleNamespace(work_dir=str(tmp_path), seeds=[0, 1], iters=400),
+                            costs, 200)
+    (tmp_path / 'mutdet' / 'pretraining_study.json').unlink()
+    assert study.matched_study(args, costs, 200)['matched_iters'] == 1400
+
+
 def test_run_step_records_cpu_seconds_and_skips_a_finished_step(tmp_path):
     study = load_script('benchmarks/pretraining_study.py')
     out, costs = tmp_path / 'out.txt', {}
