@@ -560,8 +560,9 @@ def table(results, args, meta, groups):
         lines += paired_lines({v: r for v, r in results.items() if v not in rhino}, reference)
     if RHINO_REFERENCE in rhino:   # RHINO rows against RHINO's one-view decoupled arm
         lines += paired_lines(rhino, RHINO_REFERENCE)
-    lines += ["Pairs of rows that differ by Welch's unequal-variance t test (two-sided "
-              'p < 0.05, runs taken as independent; no correction for the many pairs):', '']
+    lines += ["Pairs of rows of the same detector that differ by Welch's unequal-variance t "
+              'test (two-sided p < 0.05, runs taken as independent; no correction for the many '
+              'pairs):', '']
     lines += welch_pairs(results) or ['(none)']
     return '\n'.join(lines), summary
 
@@ -609,13 +610,16 @@ def paired_lines(results, reference, alpha=0.05):
 
 
 def welch_pairs(results, alpha=0.05):
-    """One line per pair of rows with the columns where Welch's test rejects equal
+    """One line per pair of rows of the same detector (RHINO rows with RHINO rows,
+    the others with the others) with the columns where Welch's test rejects equal
     means at ``alpha`` (rows with fewer than 2 seeds are skipped)."""
     from bhcl.utils.stats import welch_test
     out = []
     names = [v for v in results if len(results[v]) > 1]
     for i, a in enumerate(names):
         for b in names[i + 1:]:
+            if a.startswith('RHINO') != b.startswith('RHINO'):
+                continue
             cols = []
             for key, label in COLUMNS:
                 xa, xb = _column(results[a], key), _column(results[b], key)
@@ -623,7 +627,7 @@ def welch_pairs(results, alpha=0.05):
                     continue
                 w = welch_test(xa, xb)
                 if w['p'] < alpha:
-                    cols.append(f"{label} {'>' if w['diff'] > 0 else '<'} (p = {w['p']:.3f})")
+                    cols.append(f"{label} {'>' if w['diff'] > 0 else '<'} (p = {w['p']:.2g})")
             if cols:
                 out.append(f'- {a} vs {b}: ' + ', '.join(cols))
     return out

@@ -91,13 +91,15 @@ def _runs(values):
 def test_welch_pairs_lists_the_pairs_welch_rejects():
     abl = load_script('benchmarks/synthetic_ablation.py')
     results = {'a': _runs([0.50, 0.52, 0.48]), 'b': _runs([0.30, 0.33, 0.29]),
-               'c': _runs([0.47, 0.53, 0.41]), 'd': _runs([0.9])}
+               'c': _runs([0.47, 0.53, 0.41]), 'd': _runs([0.9]),
+               'RHINO x': _runs([0.10, 0.11, 0.09]), 'RHINO y': _runs([0.30, 0.31, 0.29])}
     lines = abl.welch_pairs(results)
-    # a vs c overlap; d has one seed; b lies below both
-    assert [line.split(':')[0] for line in lines] == ['- a vs b', '- b vs c']
+    # a vs c overlap; d has one seed; b lies below both; RHINO rows only against each other
+    assert [line.split(':')[0] for line in lines] == ['- a vs b', '- b vs c',
+                                                      '- RHINO x vs RHINO y']
     from scipy import stats
     p = stats.ttest_ind([0.50, 0.52, 0.48], [0.30, 0.33, 0.29], equal_var=False).pvalue
-    assert f'leaf mAP > (p = {p:.3f})' in lines[0]
+    assert f'leaf mAP > (p = {p:.2g})' in lines[0]
     assert 'leaf mAP < (p = ' in lines[1]
 
 
