@@ -591,6 +591,9 @@ def paired_lines(results, reference, alpha=0.05):
             d['mde'] = paired_mde(len(seeds), d['sd']) if d['sd'] > 0 else 0.0
             cells.append(d)
         rows.append((variant, len(seeds), cells))
+    if not rows:   # no row shares 2 seeds with the reference yet
+        return [f'Paired differences against {reference!r}: no row shares 2 seeds with it '
+                'yet.', '']
     tests = sum(len(cells) for *_, cells in rows)
     lines = [f'Paired differences against {reference!r} (row - reference, by seed; '
              'mean [95% paired-t interval] (two-sided p, MDE = minimal detectable effect at '

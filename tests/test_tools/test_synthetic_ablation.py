@@ -122,6 +122,8 @@ def test_paired_lines_use_paired_t_on_the_common_seeds(tmp_path):
     strong = {'+decoupling': _runs(ref), 'x': _runs([r + d for r, d in
                                                       zip(ref, [0.020, 0.021, 0.019, 0.020])])}
     assert abl.paired_lines(strong, '+decoupling')[4].count('**') == 2 * len(abl.COLUMNS)
+    assert abl.paired_lines({'+decoupling': _runs(ref), 'y': _runs([0.1])}, '+decoupling') == [
+        "Paired differences against '+decoupling': no row shares 2 seeds with it yet.", '']
     assert abl.plot_paired(results, '+decoupling', str(tmp_path / 'paired.png'))
     assert (tmp_path / 'paired.png').stat().st_size > 0
     assert not abl.plot_paired({'+decoupling': _runs(ref), 'y': _runs([0.1])}, '+decoupling',
