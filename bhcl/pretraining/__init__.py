@@ -10,11 +10,12 @@ from .embeddings import (DEFAULT_BACKBONE, build_frozen_backbone, crop_rotated, 
                          extract_embedding_files, image_to_tensor, load_backbone_weights,
                          rotated_crop_theta)
 from .proposals import (ProposalConfig, generate_proposal_files, generate_proposals,
-                        list_images, min_area_rbox, read_proposals, write_proposals)
+                        list_images, min_area_rbox, proposal_recall, read_proposals,
+                        write_proposals)
 
 __all__ = [
     'ProposalConfig', 'generate_proposals', 'generate_proposal_files', 'list_images',
-    'min_area_rbox', 'read_proposals', 'write_proposals',
+    'min_area_rbox', 'read_proposals', 'write_proposals', 'proposal_recall',
     'DEFAULT_BACKBONE', 'build_frozen_backbone', 'load_backbone_weights', 'crop_rotated',
     'rotated_crop_theta', 'image_to_tensor', 'embed_boxes', 'extract_embedding_files',
     'ClusterModel', 'fit_cluster_model', 'collect_embeddings', 'assign_embedding_files',

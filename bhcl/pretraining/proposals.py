@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from ..datasets.dota_txt import format_dota_line, parse_dota_fields, read_dota_lines
+from ..datasets.formats import read_dota_objects
 from ..datasets.image_check import read_image_or_raise
 from ..datasets.split import find_images
 from ..structures.geometry import rbox_to_poly, regularize_rboxes
@@ -237,3 +238,48 @@ def generate_proposal_files(img_dir: str, out_dir: str, cfg: Optional[ProposalCo
         if progress is not None:
             progress()
     return stats
+
+
+def proposal_recall(prop_dir: str, gt_dir: str,
+                    iou_thrs: Tuple[float, ...] = (0.5, 0.7)) -> Dict[str, float]:
+    """How well the proposals of ``prop_dir`` cover the objects of ``gt_dir``.
+
+    ``gt_dir`` holds DOTA ``labelTxt`` files; every one needs a proposal file of
+    the same name in ``prop_dir`` (an image without proposals has an empty
+    file, as :func:`generate_proposal_files` writes). Class-agnostic: an
+    object's best proposal is the one of highest polygon IoU. Returns the
+    counts (``images``, ``objects``, ``proposals``), ``recall@T`` (the share of
+    objects whose best proposal reaches IoU ``T``) for each of ``iou_thrs``, and
+    ``median_best_iou``.
+    """
+    from ..evaluation.functional.rotated_iou import pairwise_iou
+    gt_files = sorted(f for f in os.listdir(gt_dir) if f.endswith('.txt'))
+    if not gt_files:
+        raise FileNotFoundError(f'{gt_dir}: no DOTA .txt annotation file; pass the labelTxt '
+                                'folder of the images the proposals were made for')
+    best, num_props = [], 0
+    for name in gt_files:
+        path = osp.join(prop_dir, name)
+        if not osp.exists(path):
+            raise FileNotFoundError(
+                f'{path}: no proposal file for {osp.join(gt_dir, name)}; generate the '
+                'proposals for every image of this split (an image without proposals gets '
+                'an empty file)')
+        props, _ = read_proposals(path)
+        num_props += len(props)
+        gts = [obj.poly for obj in read_dota_objects(osp.join(gt_dir, name)).objects]
+        if not gts:
+            continue
+        if not len(props):
+            best.extend([0.0] * len(gts))
+            continue
+        iou = pairwise_iou(np.asarray(gts, dtype=np.float64).reshape(-1, 8),
+                           rbox_to_poly(props).reshape(-1, 8).astype(np.float64), 'poly')
+        best.extend(iou.max(axis=1).tolist())
+    best_arr = np.asarray(best)
+    out: Dict[str, float] = dict(images=len(gt_files), objects=len(best_arr),
+                                 proposals=num_props)
+    for thr in iou_thrs:
+        out[f'recall@{thr:g}'] = float((best_arr >= thr).mean()) if len(best_arr) else 0.0
+    out['median_best_iou'] = float(np.median(best_arr)) if len(best_arr) else 0.0
+    return out

@@ -7,7 +7,8 @@ import torch
 from bhcl.datasets.dota_txt import AnnotationError
 from bhcl.ops import rotated_box_iou
 from bhcl.pretraining import (ProposalConfig, generate_proposal_files, generate_proposals,
-                              list_images, min_area_rbox, read_proposals, write_proposals)
+                              list_images, min_area_rbox, proposal_recall, read_proposals,
+                              write_proposals)
 from bhcl.pretraining import proposals as proposals_module
 from bhcl.structures.geometry import rbox_to_poly
 
@@ -144,3 +145,41 @@ def test_corrupt_image_message_fits_the_proposal_tool(tmp_path):
     assert str(info.value) == (
         f'{img_dir}/img_0.png: cannot read the image: the file is empty (0 bytes); restore it, '
         'or move it out of the image folder (every image there gets a proposal file)')
+
+
+def test_proposal_recall_equals_a_shapely_loop(tmp_path):
+    """Recall and median best IoU against ground truth with a non-rectangular
+    quadrilateral, an image without proposals and one without objects."""
+    from shapely.geometry import Polygon
+    gt_dir, prop_dir = tmp_path / 'labelTxt', tmp_path / 'proposals'
+    gt_dir.mkdir()
+    gts = {'a': [[10, 10, 50, 12, 48, 30, 12, 28], [60, 60, 90, 60, 90, 80, 60, 80]],
+           'b': [[5, 5, 25, 5, 25, 15, 5, 15]],
+           'c': []}
+    props = {'a': np.array([[30.0, 20.0, 38.0, 18.0, 0.05], [75.0, 72.0, 30.0, 20.0, 0.0],
+                            [120.0, 120.0, 10.0, 10.0, 0.0]]),
+             'b': np.zeros((0, 5)),
+             'c': np.array([[40.0, 40.0, 10.0, 6.0, 0.3]])}
+    for stem in gts:
+        (gt_dir / f'{stem}.txt').write_text('imagesource:test\ngsd:0.5\n' + ''.join(
+            ' '.join(map(str, poly)) + ' Sedan 0\n' for poly in gts[stem]))
+        write_proposals(str(prop_dir / f'{stem}.txt'), props[stem])
+    best = []
+    for stem in gts:
+        found = [Polygon(np.reshape(p, (4, 2)))
+                 for p in rbox_to_poly(read_proposals(str(prop_dir / f'{stem}.txt'))[0])]
+        for poly in gts[stem]:
+            g = Polygon(np.reshape(poly, (4, 2)))
+            best.append(max([g.intersection(f).area / g.union(f).area for f in found],
+                            default=0.0))
+    out = proposal_recall(str(prop_dir), str(gt_dir), iou_thrs=(0.5, 0.7, 0.95))
+    assert (out['images'], out['objects'], out['proposals']) == (3, 3, 4)
+    for thr in (0.5, 0.7, 0.95):
+        assert out[f'recall@{thr:g}'] == pytest.approx(np.mean(np.array(best) >= thr))
+    assert out['median_best_iou'] == pytest.approx(np.median(best), abs=1e-9)
+    assert 0 < out['recall@0.5'] < 1   # the case is not trivial
+    (prop_dir / 'b.txt').unlink()
+    with pytest.raises(FileNotFoundError, match='b.txt: no proposal file for .*every image'):
+        proposal_recall(str(prop_dir), str(gt_dir))
+    with pytest.raises(FileNotFoundError, match='no DOTA .txt annotation'):
+        proposal_recall(str(prop_dir), str(tmp_path))

@@ -58,3 +58,28 @@ def test_pseudo_label_tools_end_to_end(tmp_path, capsys):
                                first['labels'])
     with pytest.raises(FileExistsError, match='--overwrite'):
         cluster_embeddings.main(argv + ['--fit'])
+
+
+def test_generate_proposals_measures_recall_against_labels(tmp_path, capsys):
+    import generate_proposals
+    from bhcl.structures.geometry import rbox_to_poly
+    img_dir, gt_dir = tmp_path / 'images', tmp_path / 'labelTxt'
+    img_dir.mkdir()
+    gt_dir.mkdir()
+    for stem, boxes in write_image_folder(img_dir, num=2).items():
+        (gt_dir / f'{stem}.txt').write_text(''.join(
+            ' '.join(f'{v:.2f}' for v in poly.ravel()) + ' Sedan 0\n'
+            for poly in rbox_to_poly(boxes)))
+    props = str(tmp_path / 'proposals')
+    stats = generate_proposals.main([str(img_dir), props, '--gt-dir', str(gt_dir)])
+    # every drawn rectangle is found (IoU > 0.9, test_proposals.py)
+    assert stats['images'] == 2 and stats['objects'] == 8 and stats['recall@0.7'] == 1.0
+    assert 'recall@0.5=1.000' in capsys.readouterr().out
+    # measuring only: proposals from elsewhere (here: one image's file emptied)
+    open(osp.join(props, 'img_1.txt'), 'w').close()
+    stats = generate_proposals.main([str(img_dir), props, '--gt-dir', str(gt_dir),
+                                     '--no-generate'])
+    assert 'boxes' not in stats and stats['recall@0.5'] == 0.5
+    with pytest.raises(SystemExit):
+        generate_proposals.main([str(img_dir), props, '--no-generate'])
+    assert 'give --gt-dir' in capsys.readouterr().err
