@@ -23,14 +23,22 @@ arm) the study
    step-4 runs finished by then, rounded to whole epochs (fixed by the first
    invocation that computes it, ``pretraining_study.json``),
 5. reports the three rows and their paired differences against '+decoupling'
-   (``synthetic_ablation.py --report --reference '+decoupling'``) and writes
-   ``pretraining_study.json`` (every step's CPU seconds, the matched iterations).
+   (``synthetic_ablation.py --report --reference '+decoupling'``).
 
-Every step is kept in ``--work-dir`` and skipped when its output exists, so the
-study resumes where it stopped; ``--report`` only reports. CPU seconds are the
-user + system time of the step's processes, each run with one thread.
+What the study has measured is kept in ``--out-dir`` (default
+``docs/results/pretraining_study``, meant to be committed): ``pretraining_study.json``
+(every step's CPU seconds, the sha256 of the fine-tuning initialisation, the matched
+iterations) and the report's ``results.json`` (every finished run). Every step's
+output is kept in ``--work-dir`` and skipped when it exists; on a machine whose
+``--work-dir`` is empty the study regenerates the task and the initialisation (which
+must hash as recorded: a different initialisation stops the study rather than mix
+two in one arm), keeps the recorded CPU seconds and matched iterations, and takes
+the finished runs from ``--out-dir``'s ``results.json`` (``--reuse``), so it goes on
+where it stopped. ``--report`` only reports. CPU seconds are the user + system time
+of the step's processes, each run with one thread.
 """
 import argparse
+import hashlib
 import json
 import os
 import os.path as osp
@@ -79,19 +87,55 @@ def run_step(name, cmd, done, costs, log_dir):
         raise RuntimeError(f'step {name!r} failed (exit {proc.returncode}); see {log}')
     if not osp.exists(done):
         raise RuntimeError(f'step {name!r} finished without writing {done}; see {log}')
-    costs[name] = children_cpu_s() - before
-    print(f'[{name}] {costs[name]:.0f} CPU s', flush=True)
+    spent = children_cpu_s() - before
+    if name in costs:  # measured by an earlier invocation (another machine): kept
+        print(f'[{name}] {spent:.0f} CPU s; the study keeps the {costs[name]:.0f} CPU s '
+              'recorded when it first ran', flush=True)
+    else:
+        costs[name] = spent
+        print(f'[{name}] {costs[name]:.0f} CPU s', flush=True)
+
+
+def study_path(args):
+    """The study's record (``pretraining_study.json`` in ``--out-dir``)."""
+    return osp.join(args.out_dir, 'pretraining_study.json')
+
+
+def load_study(args):
+    """The study's record, empty before the first invocation."""
+    if not osp.exists(study_path(args)):
+        return {}
+    with open(study_path(args)) as f:
+        return json.load(f)
+
+
+def save_study(args, study):
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(study_path(args), 'w') as f:
+        json.dump(study, f, indent=1)
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def pretrain(args, data_root):
-    """Steps 1-3; returns (the fine-tuning initialisation, CPU seconds per step)."""
+    """Steps 1-3; returns (the fine-tuning initialisation, CPU seconds per step). The
+    CPU seconds and the initialisation's sha256 go to the study's record; a step run
+    again on another machine keeps the CPU seconds recorded the first time, and its
+    initialisation must hash as recorded."""
     out = osp.join(args.work_dir, 'mutdet')
     os.makedirs(out, exist_ok=True)
     record = osp.join(out, 'pretraining_cost.json')
-    costs = {}
+    study = load_study(args)
+    costs = dict(study.get('pretraining_cpu_s', {}))
     if osp.exists(record):
         with open(record) as f:
-            costs = json.load(f)
+            costs = {**json.load(f), **costs}
     py = sys.executable
     images = osp.join(data_root, 'train', 'images')
     work = osp.join(out, 'pretrain')
@@ -101,7 +145,8 @@ def pretrain(args, data_root):
         ('proposals', [py, osp.join(ROOT, 'tools', 'pretraining', 'generate_proposals.py'),
                        images, osp.join(out, 'proposals')], osp.join(out, 'proposals')),
         ('embeddings', [py, osp.join(ROOT, 'tools', 'pretraining', 'extract_embeddings.py'),
-                        '--depth', '18', '--checkpoint', 'none', '--out-size', '64', images,
+                        '--depth', '18', '--checkpoint', 'none', '--seed', '0', '--out-size',
+                        '64', images,
                         osp.join(out, 'proposals'), osp.join(out, 'embeddings')],
          osp.join(out, 'embeddings')),
         ('clusters', [py, osp.join(ROOT, 'tools', 'pretraining', 'cluster_embeddings.py'),
@@ -125,6 +170,16 @@ def pretrain(args, data_root):
         run_step(name, cmd, done, costs, out)
         with open(record, 'w') as f:
             json.dump(costs, f, indent=1)
+        study['pretraining_cpu_s'] = dict(costs)
+        save_study(args, study)
+    digest = sha256(init)
+    if study.setdefault('mutdet_init_sha256', digest) != digest:
+        raise RuntimeError(
+            f"{init} (sha256 {digest}) is not the initialisation the study's finished "
+            f"MutDet-init runs used (sha256 {study['mutdet_init_sha256']}, "
+            f'{study_path(args)}): the pre-training did not reproduce here. Run the study '
+            'from scratch in a new --out-dir, or on the machine kind that made the record')
+    save_study(args, study)
     return init, costs
 
 
@@ -139,6 +194,9 @@ def ablation_args(args, variants, init, out_dir, matched_iters=None, report=Fals
         argv += ['--mutdet-init', init]
     if matched_iters:
         argv += ['--matched-iters', str(matched_iters)]
+    earlier = osp.join(out_dir, 'results.json')
+    if osp.exists(earlier):  # the runs finished before, perhaps on another machine
+        argv += ['--reuse', earlier]
     if report:
         argv.append('--report')
     return argv
@@ -175,10 +233,9 @@ def matched_study(args, costs, epoch_iters):
     invocation with more finished runs would otherwise re-estimate the CPU seconds per
     iteration, and a different rounding would make the matched runs already finished
     disagree with the rest."""
-    path = osp.join(args.work_dir, 'mutdet', 'pretraining_study.json')
-    if osp.exists(path):
-        with open(path) as f:
-            study = json.load(f)
+    path = study_path(args)
+    study = load_study(args)
+    if 'matched_iters' in study:
         if study['iters'] != args.iters:
             raise ValueError(f"{path} matched --iters {study['iters']}, not {args.iters}; "
                              'delete it (and the compute-matched runs) to match again')
@@ -188,12 +245,11 @@ def matched_study(args, costs, epoch_iters):
     cpu_per_iter, runs = fine_tuning_cpu_per_iter(args)
     pretrain_cpu = sum(costs.values())
     matched = matched_iterations(args.iters, pretrain_cpu, cpu_per_iter, epoch_iters)
-    study = dict(pretraining_cpu_s=costs, pretraining_cpu_s_total=pretrain_cpu,
+    study.update(pretraining_cpu_s=costs, pretraining_cpu_s_total=pretrain_cpu,
                  fine_tuning_cpu_s_per_iter=cpu_per_iter, fine_tuning_runs_timed=runs,
                  pretraining_in_iterations=pretrain_cpu / cpu_per_iter, iters=args.iters,
                  matched_iters=matched)
-    with open(path, 'w') as f:
-        json.dump(study, f, indent=1)
+    save_study(args, study)
     print(f'pre-training: {pretrain_cpu:.0f} CPU s = {pretrain_cpu / cpu_per_iter:.0f} '
           f'fine-tuning iterations ({cpu_per_iter:.3f} CPU s each, {runs} runs); '
           f'compute-matched scratch trains {matched} iterations', flush=True)
@@ -215,18 +271,16 @@ def main(argv=None):
     parser.add_argument('--pretrain-lr', type=float, default=1e-3)
     parser.add_argument('--embedding-dim', type=int, default=256,
                         help='PCA dimension of the object embeddings (the config: 256)')
-    parser.add_argument('--out-dir', default=None, help='default: WORK_DIR/mutdet/report')
+    parser.add_argument('--out-dir', default=osp.join('docs', 'results', 'pretraining_study'),
+                        help="the study's record and report (kept in the repository: a "
+                        'later invocation, on this machine or another, goes on from it)')
     parser.add_argument('--report', action='store_true', help='report the finished runs only')
     args = parser.parse_args(argv)
-    out_dir = args.out_dir or osp.join(args.work_dir, 'mutdet', 'report')
+    out_dir = args.out_dir
     os.makedirs(args.work_dir, exist_ok=True)
     data_root, _, _, meta = ablation.bench_dataset(args.work_dir, args.task)
     if args.report:
-        study = osp.join(args.work_dir, 'mutdet', 'pretraining_study.json')
-        matched = None
-        if osp.exists(study):
-            with open(study) as f:
-                matched = json.load(f)['matched_iters']
+        matched = load_study(args).get('matched_iters')
         return ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], None, out_dir,
                                            matched, report=True))
     init, costs = pretrain(args, data_root)

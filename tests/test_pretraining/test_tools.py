@@ -24,17 +24,23 @@ def test_pseudo_label_tools_end_to_end(tmp_path, capsys):
     stats = generate_proposals.main([str(img_dir), props, '--max-num', '10'])
     assert stats['images'] == 3 and 12 <= stats['boxes'] <= 30
 
-    torch.manual_seed(0)
-    stats = extract_embeddings.main([str(img_dir), props, emb, '--depth', '18', '--checkpoint',
-                                     'none', '--out-size', '32', '--batch-size', '8'])
+    random_r18 = ['--depth', '18', '--checkpoint', 'none', '--out-size', '32']
+    stats = extract_embeddings.main([str(img_dir), props, emb, *random_r18, '--batch-size', '8'])
     assert stats['images'] == 3 and stats['boxes'] > 0
     first_emb = torch.load(osp.join(emb, 'img_0.pth'))['embeddings']
     assert first_emb.shape[1] == 512
+    # random weights come from --seed, not from the caller's random state
+    torch.manual_seed(123)
+    extract_embeddings.main([str(img_dir), props, str(tmp_path / 'emb_again'), *random_r18])
+    assert torch.equal(torch.load(tmp_path / 'emb_again' / 'img_0.pth')['embeddings'], first_emb)
+    extract_embeddings.main([str(img_dir), props, str(tmp_path / 'emb_seed1'), *random_r18,
+                             '--seed', '1'])
+    assert not torch.allclose(torch.load(tmp_path / 'emb_seed1' / 'img_0.pth')['embeddings'],
+                              first_emb)
     # the same backbone from a config file gives the same embeddings
     cfg = tmp_path / 'r18.py'
     cfg.write_text("backbone = dict(type='mmdet.ResNet', depth=18, out_indices=(3,), "
                    "init_cfg=None)\n")
-    torch.manual_seed(0)
     extract_embeddings.main([str(img_dir), props, str(tmp_path / 'emb_cfg'), '--backbone-config',
                              str(cfg), '--out-size', '32', '--half'])
     torch.testing.assert_close(torch.load(tmp_path / 'emb_cfg' / 'img_0.pth')['embeddings'],

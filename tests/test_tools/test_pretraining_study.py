@@ -41,7 +41,6 @@ def test_matched_iterations_are_fixed_by_the_first_invocation(tmp_path):
     per iteration) keeps the iterations the matched runs already trained."""
     study = load_script('benchmarks/pretraining_study.py')
     slug = study.ablation.VARIANTS_SLUG
-    (tmp_path / 'mutdet').mkdir()
 
     def finish(variant, seed, cpu):
         run = tmp_path / 'runs' / f'{slug[variant]}-seed{seed}'
@@ -49,7 +48,8 @@ def test_matched_iterations_are_fixed_by_the_first_invocation(tmp_path):
         (run / 'result.json').write_text(json.dumps(dict(iters=800, train_cpu_s=cpu)))
 
     finish(study.SCRATCH, 0, 800.0)   # 1.0 CPU s per iteration
-    args = SimpleNamespace(work_dir=str(tmp_path), seeds=[0, 1], iters=800)
+    out = tmp_path / 'record'
+    args = SimpleNamespace(work_dir=str(tmp_path), out_dir=str(out), seeds=[0, 1], iters=800)
     costs = dict(proposals=100.0, pretraining=900.0)   # 1000 iterations -> 5 epochs of 200
     first = study.matched_study(args, costs, 200)
     assert first['matched_iters'] == 1800 and first['fine_tuning_runs_timed'] == 1
@@ -57,9 +57,9 @@ def test_matched_iterations_are_fixed_by_the_first_invocation(tmp_path):
     finish(study.SCRATCH, 1, 1600.0)  # now 1.5 on average: would round to 1400
     assert study.matched_study(args, costs, 200) == first
     with pytest.raises(ValueError, match='matched --iters 800, not 400'):
-        study.matched_study(SimpleNamespace(work_dir=str(tmp_path), seeds=[0, 1], iters=400),
-                            costs, 200)
-    (tmp_path / 'mutdet' / 'pretraining_study.json').unlink()
+        study.matched_study(SimpleNamespace(work_dir=str(tmp_path), out_dir=str(out),
+                                            seeds=[0, 1], iters=400), costs, 200)
+    (out / 'pretraining_study.json').unlink()
     assert study.matched_study(args, costs, 200)['matched_iters'] == 1400
 
 
@@ -95,7 +95,7 @@ def test_pretraining_chain_runs_once_and_resumes(tmp_path):
     run_scripts(('tools/generate_synthetic_dataset.py', '--out', data, '--preset', 'bench',
                  '--num-train', '8', '--num-val', '2'))
     args = SimpleNamespace(work_dir=str(tmp_path / 'work'), pretrain_epochs=1,
-                           pretrain_lr=1e-3, embedding_dim=32)
+                           pretrain_lr=1e-3, embedding_dim=32, out_dir=str(tmp_path / 'record'))
     init, costs = study.pretrain(args, str(data))
     assert set(costs) == {'proposals', 'embeddings', 'clusters', 'pretraining', 'conversion'}
     assert all(c > 0 for c in costs.values()) and costs['pretraining'] > costs['proposals']
@@ -106,6 +106,38 @@ def test_pretraining_chain_runs_once_and_resumes(tmp_path):
     assert recorded == pytest.approx(costs)
     again, costs2 = study.pretrain(args, str(data))
     assert again == init and costs2 == pytest.approx(costs)
+    record = json.loads((tmp_path / 'record' / 'pretraining_study.json').read_text())
+    assert record['pretraining_cpu_s'] == pytest.approx(costs)
+    assert record['mutdet_init_sha256'] == study.sha256(init)
+    # another machine: an empty work dir, the record kept: every step runs again, the
+    # initialisation hashes as recorded, the recorded CPU seconds stay
+    args.work_dir = str(tmp_path / 'elsewhere')
+    moved, costs3 = study.pretrain(args, str(data))
+    assert moved != init and study.sha256(moved) == record['mutdet_init_sha256']
+    assert costs3 == pytest.approx(costs)
+
+
+def test_an_initialisation_that_does_not_hash_as_recorded_stops_the_study(tmp_path):
+    """The chain's outputs are there (nothing runs); the record's sha256 is another
+    initialisation's: the study stops rather than mix two initialisations in one arm."""
+    study = load_script('benchmarks/pretraining_study.py')
+    work = tmp_path / 'work' / 'mutdet'
+    for folder in ('proposals', 'embeddings', 'pretrain'):
+        (work / folder).mkdir(parents=True)
+    for name in ('clusters.pth', 'pretrain/epoch_2.pth', 'mutdet_init.pth'):
+        (work / name).write_bytes(b'weights')
+    costs = dict(proposals=1.0, embeddings=2.0, clusters=3.0, pretraining=4.0, conversion=5.0)
+    record = tmp_path / 'record'
+    args = SimpleNamespace(work_dir=str(tmp_path / 'work'), pretrain_epochs=2, pretrain_lr=1e-3,
+                           embedding_dim=32, out_dir=str(record))
+    record.mkdir()
+    (record / 'pretraining_study.json').write_text(json.dumps(
+        dict(pretraining_cpu_s=costs, mutdet_init_sha256=study.sha256(work / 'clusters.pth'))))
+    init, got = study.pretrain(args, str(tmp_path / 'data'))   # the same bytes: accepted
+    assert got == costs
+    (work / 'mutdet_init.pth').write_bytes(b'other weights')
+    with pytest.raises(RuntimeError, match='did not reproduce here'):
+        study.pretrain(args, str(tmp_path / 'data'))
 
 
 def test_ablation_calls_keep_their_tables_out_of_the_shared_work_dir():
@@ -118,4 +150,16 @@ def test_ablation_calls_keep_their_tables_out_of_the_shared_work_dir():
     assert argv[argv.index('--reference') + 1] == study.SCRATCH
     report = study.ablation_args(args, [study.SCRATCH, study.MUTDET], 'init.pth', 'r', report=True)
     assert report[-1] == '--report' and report[report.index('--mutdet-init') + 1] == 'init.pth'
-    assert '--matched-iters' not in report
+    assert '--matched-iters' not in report and '--reuse' not in report
+
+
+def test_ablation_calls_reuse_the_runs_the_record_holds(tmp_path):
+    """Runs finished before (the committed results.json of --out-dir) are taken, not
+    trained again, by every ablation call of the study."""
+    study = load_script('benchmarks/pretraining_study.py')
+    args = SimpleNamespace(task='hierarchical', work_dir='w', jobs=2, iters=800, lr=1e-3,
+                           seeds=[0, 1])
+    (tmp_path / 'results.json').write_text('{"runs": {}}')
+    for report in (False, True):
+        argv = study.ablation_args(args, [study.SCRATCH], None, str(tmp_path), report=report)
+        assert argv[argv.index('--reuse') + 1] == str(tmp_path / 'results.json')

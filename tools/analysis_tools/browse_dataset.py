@@ -17,6 +17,7 @@ reallocated ones marked.
 """
 import argparse
 import os.path as osp
+import sys
 from collections import Counter
 
 import cv2
@@ -67,7 +68,7 @@ def main(argv=None):
     tree = LabelTree.from_config(dataset.metainfo['label_tree'])
     total = len(dataset) if args.max_images is None else min(args.max_images, len(dataset))
     drawn = Counter()
-    bar = ProgressBar(total)
+    bar = ProgressBar(total, file=sys.stdout)
     for idx in range(total):
         for suffix, sample in views_of(dataset[idx]):
             data_sample = sample['data_samples'].numpy()

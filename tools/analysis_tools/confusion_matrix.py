@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import sys
 
 import numpy as np
 from mmengine.config import DictAction
@@ -60,7 +61,7 @@ def load_samples(dataset, preds: dict, pred_path: str):
         raise ValueError(f'{pred_path}: predictions for {len(unknown)} images the dataset lacks '
                          f'(e.g. {unknown[:3]}); use the config and --phase of the run that '
                          'wrote them.')
-    bar = ProgressBar(len(ids))
+    bar = ProgressBar(len(ids), file=sys.stdout)
     for i, img_id in enumerate(ids):
         info = dataset.get_data_info(i)
         inst = info['instances']

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import sys
 
 import cv2
 import numpy as np
@@ -101,7 +102,7 @@ def build_encoder(depth: int, weights: str, seed: int):
 @torch.no_grad()
 def embed(encoder, paths, size: int, batch: int = 16) -> torch.Tensor:
     feats = []
-    bar = ProgressBar(len(paths))
+    bar = ProgressBar(len(paths), file=sys.stdout)
     for start in range(0, len(paths), batch):
         imgs = []
         for p in paths[start:start + batch]:

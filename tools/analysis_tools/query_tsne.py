@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import sys
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ def collect_embeddings(model, dataset, stage: int, max_images=None, batch_size: 
     model.eval()
     n_img = len(dataset) if max_images is None else min(max_images, len(dataset))
     feats, labels = [], []
-    bar = ProgressBar(n_img)
+    bar = ProgressBar(n_img, file=sys.stdout)
     for start in range(0, n_img, batch_size):
         batch = pseudo_collate([dataset[i] for i in range(start, min(start + batch_size, n_img))])
         data = model.data_preprocessor(batch, False)

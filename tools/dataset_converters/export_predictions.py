@@ -15,6 +15,7 @@ label_tree (a dataset or model config).
 """
 import argparse
 import os.path as osp
+import sys
 
 from mmengine.utils import ProgressBar
 
@@ -70,7 +71,7 @@ def main(argv=None):
         n_images = len({full_image_id(i) for i in dets})
         print(f'merging patches of {n_images} images (rotated NMS, IoU {args.iou_thr})')
         dets = merge_patch_detections(dets, args.iou_thr, image_ids=image_ids,
-                                      progress=ProgressBar(n_images).update)
+                                      progress=ProgressBar(n_images, file=sys.stdout).update)
         print()
         print(f'merged into {len(dets)} images, {sum(len(d) for d in dets.values())} detections')
     with staged_output(args.out_dir) as out:   # all or nothing

@@ -13,6 +13,7 @@ images with split_images.py afterwards.
 import argparse
 import os
 import os.path as osp
+import sys
 from collections import Counter
 
 from mmengine.utils import ProgressBar
@@ -53,7 +54,7 @@ def main(argv=None):
         jobs.append((d, stems))
     print(f'{len(seen)} XML files -> {args.out_dir}')
     policy = SkipPolicy('skip' if args.skip_invalid else 'raise')
-    bar = ProgressBar(len(seen))
+    bar = ProgressBar(len(seen), file=sys.stdout)
     stats = Counter()
     with staged_output(args.out_dir) as stage:   # all or nothing
         for d, stems in jobs:

@@ -14,6 +14,7 @@ converts (OUT_ROOT is filled from a staging folder at the end).
 """
 import argparse
 import os.path as osp
+import sys
 
 from mmengine.config import Config
 from mmengine.utils import ProgressBar
@@ -57,7 +58,7 @@ def main(argv=None):
             stems = read_image_set(osp.join(args.voc_root, 'ImageSets', f'{split}.txt'))
             out = osp.join(stage, split)
             print(f'{split}: {len(stems)} images -> {osp.join(args.out_root, split)}')
-            bar = ProgressBar(len(stems))
+            bar = ProgressBar(len(stems), file=sys.stdout)
             stats = xml_to_dota_dir(
                 osp.join(args.voc_root, 'Annotations'), osp.join(out, 'labelTxt'),
                 read_shiprs_xml, tree, stems=stems, progress=bar.update, on_invalid=policy,

@@ -16,6 +16,7 @@ written unless the whole split succeeds; --skip-invalid skips bad lines and
 images without (readable) labels instead, logging and counting each.
 """
 import argparse
+import sys
 
 from mmengine.utils import ProgressBar
 
@@ -55,7 +56,7 @@ def main(argv=None):
     n = len(find_images(args.img_dirs))
     print(f'{n} images -> {args.out_dir} (size {cfg.size}, gap {cfg.gap}, iof_thr {cfg.iof_thr})')
     policy = SkipPolicy('skip' if args.skip_invalid else 'raise')
-    bar = ProgressBar(n)
+    bar = ProgressBar(n, file=sys.stdout)
     with staged_output(args.out_dir) as stage:   # all or nothing
         stats = split_images(args.img_dirs, args.ann_dir, stage, cfg, args.nproc, bar.update,
                              policy, tree)

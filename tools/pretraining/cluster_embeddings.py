@@ -17,6 +17,7 @@ embeddings (N, dim), L2-normalised PCA projections), rows aligned.
 """
 import argparse
 import os.path as osp
+import sys
 
 from mmengine.utils import ProgressBar
 
@@ -46,7 +47,7 @@ def fit(args) -> ClusterModel:
         raise FileExistsError(f'{args.model} exists; pass --overwrite to refit it, or drop '
                               '--fit to label with it')
     dirs = [args.emb_dir] + list(args.fit_dirs)
-    bar = ProgressBar(sum(len(list_embedding_files(d)) for d in dirs))
+    bar = ProgressBar(sum(len(list_embedding_files(d)) for d in dirs), file=sys.stdout)
     embeddings = collect_embeddings(dirs, args.max_per_image, args.seed, progress=bar.update)
     print(f'\nfitting PCA + k-means on {len(embeddings)} objects of {embeddings.shape[1]}-d')
     model = fit_cluster_model(embeddings, args.dim, args.num_clusters, args.seed)
@@ -67,7 +68,7 @@ def main(argv=None):
     if args.fit_dirs and not args.fit:
         raise ValueError('--fit-dirs needs --fit')
     model = fit(args) if args.fit else ClusterModel.load(args.model)
-    bar = ProgressBar(len(list_embedding_files(args.emb_dir)))
+    bar = ProgressBar(len(list_embedding_files(args.emb_dir)), file=sys.stdout)
     stats = assign_embedding_files(model, args.emb_dir, args.out_dir, progress=bar.update)
     print(f'\n{args.out_dir}: ' + summary_line(stats, model.num_clusters))
     return stats

@@ -3,6 +3,7 @@
     python tools/pretraining/extract_embeddings.py IMG_DIR PROPOSAL_DIR OUT_DIR
         [--depth 50 | --backbone-config CFG.py] [--checkpoint PATH | URL | none]
         [--scale 1.5] [--out-size 224] [--batch-size 64] [--device cpu] [--half]
+        [--seed 0]
 
 For every PROPOSAL_DIR/<stem>.txt (DOTA txt, e.g. from generate_proposals.py)
 and its image IMG_DIR/<stem>.*, each box is enlarged SCALE times, cropped
@@ -15,11 +16,14 @@ images left without boxes are skipped, counted and logged.
 
 --checkpoint (default torchvision://resnet<DEPTH>, ImageNet) takes a backbone
 export, a detector / SimCLR checkpoint (its backbone.* weights), a
-torchvision:// name or URL, or 'none' (random weights; tests only). --half
+torchvision:// name or URL, or 'none' (random weights drawn after
+``torch.manual_seed(--seed)``, so the same seed gives the same embeddings; tests
+and studies without downloadable weights). --half
 stores float16 embeddings (half the disk). Next step:
 tools/pretraining/cluster_embeddings.py.
 """
 import argparse
+import sys
 
 import torch
 from mmengine.config import Config
@@ -46,6 +50,9 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=int, default=64, help='crops per forward')
     parser.add_argument('--device', default='cpu', help="e.g. 'cpu' or 'cuda:0'")
     parser.add_argument('--half', action='store_true', help='store float16 embeddings')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seeds the weights the backbone gets before loading any '
+                        "(all of them with --checkpoint none; %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -59,8 +66,9 @@ def main(argv=None):
         checkpoint = checkpoint or f'torchvision://resnet{args.depth}'
     if checkpoint is not None and checkpoint.lower() == 'none':
         cfg['init_cfg'], checkpoint = None, None
+    torch.manual_seed(args.seed)
     backbone = build_frozen_backbone(cfg, checkpoint, args.device)
-    bar = ProgressBar(len(list_proposal_files(args.proposal_dir)))
+    bar = ProgressBar(len(list_proposal_files(args.proposal_dir)), file=sys.stdout)
     stats = extract_embedding_files(
         args.img_dir, args.proposal_dir, args.out_dir, backbone, scale=args.scale,
         out_size=args.out_size, batch_size=args.batch_size, device=args.device,

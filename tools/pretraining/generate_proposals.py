@@ -18,6 +18,7 @@ median best IoU (class-agnostic, polygon IoU); with ``--no-generate`` it only
 measures OUT_DIR, e.g. proposals from SAM written there.
 """
 import argparse
+import sys
 
 from mmengine.utils import ProgressBar
 
@@ -61,7 +62,7 @@ def main(argv=None):
                          nms_iou=args.nms_iou or None, max_num=args.max_num)
     stats = {}
     if not args.no_generate:
-        bar = ProgressBar(len(list_images(args.img_dir)))
+        bar = ProgressBar(len(list_images(args.img_dir)), file=sys.stdout)
         stats = generate_proposal_files(args.img_dir, args.out_dir, cfg, args.class_name,
                                         progress=bar.update)
         print(f'\n{args.out_dir}: ' + ', '.join(f'{k}={v}' for k, v in sorted(stats.items())))
