@@ -21,14 +21,17 @@ order and the same flips, so the arms are compared seed by seed (paired t,
 ``bhcl/utils/stats.py``).
 
     python benchmarks/crop_proxy.py [--seeds 0-49 | --num-seeds 50] [--jobs 2]
-        [--epochs 8] [--work-dir work_dirs/crop_proxy] [--reuse RESULTS_JSON]
+        [--epochs 8] [--loss-weight W] [--work-dir work_dirs/crop_proxy]
+        [--reuse RESULTS_JSON]
 
 Writes ``results.json`` (every run), ``results.md`` (means, paired differences
 HCL - CE, BHCL - CE, BHCL - HCL with 95% paired-t intervals and p, the minimal
 detectable effect of the design) and ``paired.png`` to ``--work-dir``.
 Finished (arm, seed) runs of ``--reuse`` with the same settings are not run again;
 results.json is rewritten after every seed, so an interrupted study resumes
-with ``--reuse WORK_DIR/results.json``.
+with ``--reuse WORK_DIR/results.json``. ``--loss-weight`` replaces the configs'
+``loss_weight`` (0.6) of HCL and BHCL; the CE arm does not depend on it, so a
+``--reuse`` file that differs only in the weight gives its CE runs.
 """
 import argparse
 import json
@@ -141,9 +144,9 @@ def build_net(num_classes: int, feat_channels: int = 64):
     return backbone, nn.Linear(feat_channels, num_classes)
 
 
-def build_loss(arm: str, epochs: int):
+def build_loss(arm: str, epochs: int, loss_weight=None):
     """The detector config's ``loss_hcl`` for ``arm`` (None for CE); the BHCL warm-up
-    keeps its share of the config's schedule."""
+    keeps its share of the config's schedule; ``loss_weight`` replaces the config's."""
     if arm == 'CE':
         return None
     from mmengine.config import Config
@@ -154,6 +157,8 @@ def build_loss(arm: str, epochs: int):
     if loss_cfg.get('warmup_epochs'):
         loss_cfg['warmup_epochs'] = round(loss_cfg['warmup_epochs'] * epochs
                                           / cfg.train_cfg.max_epochs)
+    if loss_weight is not None:
+        loss_cfg['loss_weight'] = loss_weight
     loss_cfg.update(label_tree=tree_config(), _scope_='mmrotate')
     return MODELS.build(loss_cfg)
 
@@ -184,7 +189,7 @@ def train_arm(arm: str, seed: int, data: dict, args, tree, groups) -> dict:
     torch.manual_seed(seed)   # the same initial backbone and classifier in every arm
     backbone, classifier = build_net(tree.num_classes)
     torch.manual_seed(10 ** 6 + seed)
-    loss_hcl = build_loss(arm, args.epochs)
+    loss_hcl = build_loss(arm, args.epochs, getattr(args, 'loss_weight', None))
     params = list(backbone.parameters()) + list(classifier.parameters()) + (
         list(loss_hcl.parameters()) if loss_hcl is not None else [])
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
@@ -237,21 +242,33 @@ def _run_seed(job):
 
 
 def run_settings(args, data_settings) -> dict:
-    """What a finished run must share with this invocation to be reused."""
-    return dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                crop=list(CROP_HW), margin=MARGIN, data=data_settings)
+    """What a finished run must share with this invocation to be reused (the loss
+    weight only when it is not the configs')."""
+    settings = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                    crop=list(CROP_HW), margin=MARGIN, data=data_settings)
+    if getattr(args, 'loss_weight', None) is not None:
+        settings['loss_weight'] = args.loss_weight
+    return settings
 
 
 def load_reuse(path, settings) -> dict:
-    """``{arm: {seed: run}}`` of the ``--reuse`` file when its settings match."""
+    """``{arm: {seed: run}}`` of the ``--reuse`` file when its settings match; only its
+    CE runs when the settings differ in the loss weight alone."""
     if not path:
         return {}
     with open(path) as f:
         earlier = json.load(f)
-    if earlier.get('settings') != json.loads(json.dumps(settings)):
-        print(f'{path}: other settings, nothing reused', flush=True)
-        return {}
-    return {arm: {int(s): r for s, r in runs.items()} for arm, runs in earlier['runs'].items()}
+    wanted = json.loads(json.dumps(settings))
+    arms = list(earlier['runs'])
+    if earlier.get('settings') != wanted:
+        def without_weight(d):
+            return {k: v for k, v in (d or {}).items() if k != 'loss_weight'}
+        if without_weight(earlier.get('settings')) != without_weight(wanted):
+            print(f'{path}: other settings, nothing reused', flush=True)
+            return {}
+        arms = [a for a in arms if a == 'CE']
+        print(f'{path}: another loss weight, its CE runs reused', flush=True)
+    return {arm: {int(s): r for s, r in earlier['runs'][arm].items()} for arm in arms}
 
 
 def run_study(args) -> dict:
@@ -328,10 +345,13 @@ def summarise(runs: dict, seeds) -> dict:
     return out
 
 
-def report(summary: dict, runs: dict, seeds, wall_s=None) -> str:
+def report(summary: dict, runs: dict, seeds, wall_s=None, loss_weight=None) -> str:
     cpu = sum(r['cpu_s'] for arm in runs.values() for s, r in arm.items() if s in seeds)
-    lines = [f'Crop proxy: {len(seeds)} seeds, CPU time of the runs {cpu / 60:.1f} min'
-             + (f', wall {wall_s / 60:.1f} min' if wall_s else '') + '.', '',
+    weight = ('the configs\' loss weight (0.6)' if loss_weight is None
+              else f'HCL / BHCL loss weight {loss_weight}')
+    lines = [f'Crop proxy: {len(seeds)} seeds, {weight}, CPU time of the runs '
+             f'{cpu / 60:.1f} min' + (f', wall {wall_s / 60:.1f} min' if wall_s else '')
+             + '.', '',
              '| arm | ' + ' | '.join(label for _, label in METRICS) + ' |',
              '|---' * (len(METRICS) + 1) + '|']
     for arm, m in summary['arms'].items():
@@ -391,6 +411,8 @@ def main(argv=None):
     parser.add_argument('--leaf-counts', type=int, nargs=2, default=None, metavar=('MOST', 'LEAST'),
                         help="training objects of the most / least frequent leaf (default: "
                         "the preset's 500 5)")
+    parser.add_argument('--loss-weight', type=float, default=None,
+                        help="HCL / BHCL loss_weight (default: the configs', 0.6)")
     parser.add_argument('--work-dir', default='work_dirs/crop_proxy')
     parser.add_argument('--reuse', default=None,
                         help='results.json of an earlier invocation: its runs with the same '
@@ -399,7 +421,7 @@ def main(argv=None):
     args.seeds = args.seeds if args.seeds is not None else list(range(args.num_seeds))
     result = run_study(args)
     summary = summarise(result['runs'], args.seeds)
-    text = report(summary, result['runs'], args.seeds, result['wall_s'])
+    text = report(summary, result['runs'], args.seeds, result['wall_s'], args.loss_weight)
     print(text)
     with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
         f.write(text + '\n')

@@ -47,6 +47,28 @@ def test_bhcl_warmup_keeps_its_share_of_the_schedule():
     assert proxy.build_loss('CE+BHCL', 24).warmup_epochs == 2
     hcl = proxy.build_loss('CE+HCL', 8)
     assert not hcl.balance and hcl.prototype_bank is None and hcl.in_channels == 64
+    assert hcl.loss_weight == 0.6   # the configs' weight, unless --loss-weight replaces it
+    assert proxy.build_loss('CE+BHCL', 8, 0.1).loss_weight == 0.1
+
+
+def test_reuse_takes_only_the_ce_runs_of_another_loss_weight(tmp_path):
+    """CE does not depend on the contrastive loss's weight: a file that differs only in
+    the weight gives its CE runs; any other difference gives nothing."""
+    from types import SimpleNamespace
+    proxy = load_script('benchmarks/crop_proxy.py')
+    args = SimpleNamespace(epochs=8, lr=2e-3, batch_size=64, loss_weight=None)
+    base = proxy.run_settings(args, dict(num_train=800))
+    assert 'loss_weight' not in base   # files written before the option stay reusable
+    runs = {arm: {'0': dict(metrics={}, cpu_s=1.0)} for arm in proxy.ARMS}
+    path = tmp_path / 'results.json'
+    path.write_text(json.dumps(dict(settings=base, runs=runs)))
+    assert sorted(proxy.load_reuse(str(path), base)) == sorted(proxy.ARMS)
+    args.loss_weight = 0.1
+    lighter = proxy.run_settings(args, dict(num_train=800))
+    assert lighter['loss_weight'] == 0.1
+    assert proxy.load_reuse(str(path), lighter) == {'CE': {0: runs['CE']['0']}}
+    args.epochs = 24
+    assert proxy.load_reuse(str(path), proxy.run_settings(args, dict(num_train=800))) == {}
 
 
 @pytest.mark.slow
