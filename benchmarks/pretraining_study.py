@@ -25,7 +25,7 @@ arm) the study
 5. reports the three rows and their paired differences against '+decoupling'
    (``synthetic_ablation.py --report --reference '+decoupling'``).
 
-What the study has measured is kept in ``--out-dir`` (default
+What the study has measured is kept in ``--out-dir`` (default: this repository's
 ``docs/results/pretraining_study``, meant to be committed): ``pretraining_study.json``
 (every step's CPU seconds, the sha256 of the fine-tuning initialisation, the matched
 iterations) and the report's ``results.json`` (every finished run). Every step's
@@ -271,7 +271,7 @@ def main(argv=None):
     parser.add_argument('--pretrain-lr', type=float, default=1e-3)
     parser.add_argument('--embedding-dim', type=int, default=256,
                         help='PCA dimension of the object embeddings (the config: 256)')
-    parser.add_argument('--out-dir', default=osp.join('docs', 'results', 'pretraining_study'),
+    parser.add_argument('--out-dir', default=osp.join(ROOT, 'docs', 'results', 'pretraining_study'),
                         help="the study's record and report (kept in the repository: a "
                         'later invocation, on this machine or another, goes on from it)')
     parser.add_argument('--report', action='store_true', help='report the finished runs only')
