@@ -276,19 +276,18 @@ def main(argv=None):
                         'later invocation, on this machine or another, goes on from it)')
     parser.add_argument('--report', action='store_true', help='report the finished runs only')
     args = parser.parse_args(argv)
-    out_dir = args.out_dir
     os.makedirs(args.work_dir, exist_ok=True)
     data_root, _, _, meta = ablation.bench_dataset(args.work_dir, args.task)
     if args.report:
         matched = load_study(args).get('matched_iters')
-        return ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], None, out_dir,
+        return ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], None, args.out_dir,
                                            matched, report=True))
     init, costs = pretrain(args, data_root)
-    ablation.main(ablation_args(args, [SCRATCH, MUTDET], init, out_dir))
+    ablation.main(ablation_args(args, [SCRATCH, MUTDET], init, args.out_dir))
     epoch_iters = -(-meta['settings']['num_train'] // 4)
     matched = matched_study(args, costs, epoch_iters)['matched_iters']
-    ablation.main(ablation_args(args, [MATCHED], None, out_dir, matched))
-    ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], init, out_dir, matched,
+    ablation.main(ablation_args(args, [MATCHED], None, args.out_dir, matched))
+    ablation.main(ablation_args(args, [SCRATCH, MUTDET, MATCHED], init, args.out_dir, matched,
                                 report=True))
 
 
