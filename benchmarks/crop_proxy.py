@@ -222,7 +222,8 @@ def train_arm(arm: str, seed: int, data: dict, args, tree, groups) -> dict:
         logits = torch.cat([classifier(backbone(xv[i:i + 512].float() / 127.5 - 1.0))
                             for i in range(0, len(xv), 512)]).numpy()
     metrics = evaluate(logits, data['y_val'], tree, groups)
-    return dict(metrics=metrics, cpu_s=time.process_time() - t0)
+    from bhcl.utils.machine import machine_record   # numerics repeat on one kind of CPU
+    return dict(metrics=metrics, cpu_s=time.process_time() - t0, machine=machine_record())
 
 
 # ------------------------------------------------------------- the study

@@ -172,13 +172,19 @@ def pretrain(args, data_root):
             json.dump(costs, f, indent=1)
         study['pretraining_cpu_s'] = dict(costs)
         save_study(args, study)
+    from bhcl.utils.machine import machine_record
     digest = sha256(init)
+    here = machine_record()
     if study.setdefault('mutdet_init_sha256', digest) != digest:
+        made_on = (study.get('machine') or {}).get('cpu', 'a CPU the record does not name')
         raise RuntimeError(
             f"{init} (sha256 {digest}) is not the initialisation the study's finished "
             f"MutDet-init runs used (sha256 {study['mutdet_init_sha256']}, "
-            f'{study_path(args)}): the pre-training did not reproduce here. Run the study '
-            'from scratch in a new --out-dir, or on the machine kind that made the record')
+            f'{study_path(args)}): the pre-training did not reproduce here ({here["cpu"]}; '
+            f'the record was made on {made_on}, and training repeats bit for bit on one '
+            'kind of CPU only). Run the study from scratch in a new --out-dir, or on the '
+            'machine kind that made the record')
+    study.setdefault('machine', here)   # a kind of CPU on which the chain gives this init
     save_study(args, study)
     return init, costs
 
@@ -202,9 +208,11 @@ def ablation_args(args, variants, init, out_dir, matched_iters=None, report=Fals
     return argv
 
 
-def fine_tuning_cpu_per_iter(args):
+def fine_tuning_cpu_per_iter(args, cpu=None):
     """Mean CPU seconds per training iteration over the finished scratch and MutDet-init
-    runs that recorded them (both train the same model at the same step)."""
+    runs that recorded them (both train the same model at the same step); given ``cpu``,
+    only over the runs recorded on that CPU model (CPU seconds differ between kinds of
+    CPU, and the pre-training's were measured on one)."""
     per_iter = []
     for variant in (SCRATCH, MUTDET):
         for seed in args.seeds:
@@ -212,11 +220,16 @@ def fine_tuning_cpu_per_iter(args):
             if osp.exists(path):
                 with open(path) as f:
                     res = json.load(f)
+                if cpu is not None and (res.get('machine') or {}).get('cpu') != cpu:
+                    continue
                 if res.get('train_cpu_s'):
                     per_iter.append(res['train_cpu_s'] / res['iters'])
     if not per_iter:
-        raise RuntimeError('no fine-tuning run recorded its CPU time (train_cpu_s); run the '
-                           f'{SCRATCH!r} / {MUTDET!r} arms with this version first')
+        raise RuntimeError('no fine-tuning run recorded its CPU time (train_cpu_s)'
+                           + (f' on {cpu}, the CPU the pre-training was timed on'
+                              if cpu is not None else '')
+                           + f'; run the {SCRATCH!r} / {MUTDET!r} arms with this version '
+                           'there first')
     return statistics.mean(per_iter), len(per_iter)
 
 
@@ -242,7 +255,8 @@ def matched_study(args, costs, epoch_iters):
         print(f"compute-matched scratch trains {study['matched_iters']} iterations "
               f'(fixed by {path})', flush=True)
         return study
-    cpu_per_iter, runs = fine_tuning_cpu_per_iter(args)
+    cpu_per_iter, runs = fine_tuning_cpu_per_iter(
+        args, (study.get('machine') or {}).get('cpu'))
     pretrain_cpu = sum(costs.values())
     matched = matched_iterations(args.iters, pretrain_cpu, cpu_per_iter, epoch_iters)
     study.update(pretraining_cpu_s=costs, pretraining_cpu_s_total=pretrain_cpu,

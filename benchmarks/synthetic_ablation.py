@@ -385,6 +385,7 @@ def row_iters(args, variant, required=True):
 
 
 def run_one(args):
+    from bhcl.utils.machine import machine_record
     config, overrides, options = row(args.variant)
     files = {dest: osp.abspath(getattr(args, dest)) for dest in files_used(args.variant)}
     result = train_and_test(osp.join(CFG_DIR, config), overrides, args.data_root, args.run_dir,
@@ -394,6 +395,7 @@ def run_one(args):
                             files, options,
                             None if args.task == 'bench' else task_tree(args.task))
     result['settings'] = run_settings(args, args.variant)
+    result['machine'] = machine_record()   # numerics repeat on one kind of CPU only
     with open(osp.join(args.run_dir, 'result.json'), 'w') as f:
         json.dump(result, f)
 
@@ -560,11 +562,42 @@ def table(results, args, meta, groups):
         lines += paired_lines({v: r for v, r in results.items() if v not in rhino}, reference)
     if RHINO_REFERENCE in rhino:   # RHINO rows against RHINO's one-view decoupled arm
         lines += paired_lines(rhino, RHINO_REFERENCE)
+    lines += machine_lines(results)
     lines += ["Pairs of rows of the same detector that differ by Welch's unequal-variance t "
               'test (two-sided p < 0.05, runs taken as independent; no correction for the many '
               'pairs):', '']
     lines += welch_pairs(results) or ['(none)']
     return '\n'.join(lines), summary
+
+
+def machine_lines(results):
+    """Which CPUs the runs ran on, and the seeds whose runs did not all run on one kind.
+    Training repeats bit for bit on one kind of CPU only: the runs of such a seed share
+    their data, crops and initial weights but not their arithmetic, so they pair less
+    tightly (the paired differences stay unbiased)."""
+    kinds, by_seed, unknown = {}, {}, 0
+    for variant, runs in results.items():
+        detector = 'RHINO' if variant.startswith('RHINO') else 'OrientedFormer'
+        for seed, res in runs.items():
+            cpu = (res.get('machine') or {}).get('cpu')
+            if cpu is None:
+                unknown += 1
+                continue
+            kinds[cpu] = kinds.get(cpu, 0) + 1
+            by_seed.setdefault((detector, seed), set()).add(cpu)
+    if not kinds:
+        return []
+    counts = '; '.join(f'{cpu}: {n}' for cpu, n in sorted(kinds.items()))
+    lines = [f'Runs by CPU: {counts}' + (f'; not recorded (runs from before the record): '
+                                         f'{unknown}' if unknown else '') + '.']
+    mixed = [f'{det} seed {seed}' for (det, seed), cpus in
+             sorted(by_seed.items(), key=lambda kv: (kv[0][0], int(kv[0][1])))
+             if len(cpus) > 1]
+    if mixed:
+        lines.append('Seeds whose recorded runs ran on more than one kind of CPU (same data '
+                     'and initial weights, different arithmetic: looser pairs): '
+                     + ', '.join(mixed) + '.')
+    return lines + ['']
 
 
 def _column(runs, key, seeds=None):

@@ -80,6 +80,10 @@ def test_tiny_study_is_paired_deterministic_and_resumable(tmp_path):
     res = json.loads((tmp_path / 'a' / 'results.json').read_text())
     assert sorted(res['runs']) == sorted(proxy.ARMS)
     assert all(sorted(runs) == ['0', '1'] for runs in res['runs'].values())
+    # each run names the CPU it ran on (its numerics repeat on that kind of CPU only)
+    from bhcl.utils.machine import machine_record
+    assert all(r['machine'] == machine_record() for runs in res['runs'].values()
+               for r in runs.values())
     for a, b in proxy.PAIRS:
         pair = summary['pairs'][f'{a} - {b}']
         assert pair['n'] == 2

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from bhcl.utils.machine import machine_record
 from tests.conftest import load_script
 
 
@@ -34,6 +35,26 @@ def test_fine_tuning_cpu_per_iteration_from_both_arms_runs(tmp_path):
     assert study.fine_tuning_cpu_per_iter(args) == (pytest.approx(1.125), 2)
     with pytest.raises(RuntimeError, match='train_cpu_s'):
         study.fine_tuning_cpu_per_iter(SimpleNamespace(work_dir=str(tmp_path), seeds=[5]))
+
+
+def test_fine_tuning_cpu_per_iteration_only_from_the_pretrainings_cpu(tmp_path):
+    """CPU seconds differ between kinds of CPU: given the CPU the pre-training was
+    timed on, only fine-tuning runs recorded on that CPU count."""
+    study = load_script('benchmarks/pretraining_study.py')
+    slug = study.ablation.VARIANTS_SLUG
+    for variant, seed, cpu, model in ((study.SCRATCH, 0, 800.0, 'cpu A'),
+                                      (study.MUTDET, 0, 1600.0, 'cpu B'),
+                                      (study.SCRATCH, 1, 1000.0, None)):  # from before
+        run = tmp_path / 'runs' / f'{slug[variant]}-seed{seed}'
+        run.mkdir(parents=True)
+        res = dict(iters=800, train_cpu_s=cpu, **({'machine': {'cpu': model}} if model else {}))
+        (run / 'result.json').write_text(json.dumps(res))
+    args = SimpleNamespace(work_dir=str(tmp_path), seeds=[0, 1])
+    assert study.fine_tuning_cpu_per_iter(args, 'cpu A') == (pytest.approx(1.0), 1)
+    assert study.fine_tuning_cpu_per_iter(args, 'cpu B') == (pytest.approx(2.0), 1)
+    assert study.fine_tuning_cpu_per_iter(args) == (pytest.approx(3400 / 2400), 3)
+    with pytest.raises(RuntimeError, match='on cpu C, the CPU the pre-training was timed on'):
+        study.fine_tuning_cpu_per_iter(args, 'cpu C')
 
 
 def test_matched_iterations_are_fixed_by_the_first_invocation(tmp_path):
@@ -135,9 +156,13 @@ def test_an_initialisation_that_does_not_hash_as_recorded_stops_the_study(tmp_pa
         dict(pretraining_cpu_s=costs, mutdet_init_sha256=study.sha256(work / 'clusters.pth'))))
     init, got = study.pretrain(args, str(tmp_path / 'data'))   # the same bytes: accepted
     assert got == costs
+    # a machine on which the chain gives the recorded init is recorded with it
+    machine = json.loads((record / 'pretraining_study.json').read_text())['machine']
+    assert machine == machine_record()
     (work / 'mutdet_init.pth').write_bytes(b'other weights')
-    with pytest.raises(RuntimeError, match='did not reproduce here'):
+    with pytest.raises(RuntimeError, match='did not reproduce here') as err:
         study.pretrain(args, str(tmp_path / 'data'))
+    assert f"the record was made on {machine['cpu']}" in str(err.value)
 
 
 def test_ablation_calls_keep_their_tables_out_of_the_shared_work_dir():

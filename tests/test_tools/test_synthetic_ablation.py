@@ -1,4 +1,5 @@
 """benchmarks/synthetic_ablation.py: equal-budget schedules, groups and intervals."""
+import json
 import os.path as osp
 
 import pytest
@@ -128,6 +129,24 @@ def test_paired_lines_use_paired_t_on_the_common_seeds(tmp_path):
     assert (tmp_path / 'paired.png').stat().st_size > 0
     assert not abl.plot_paired({'+decoupling': _runs(ref), 'y': _runs([0.1])}, '+decoupling',
                                str(tmp_path / 'none.png'))
+
+
+def test_machine_lines_count_cpus_and_name_seeds_that_mixed_them():
+    abl = load_script('benchmarks/synthetic_ablation.py')
+
+    def run(cpu=None):
+        return dict(metrics={}, **({'machine': {'cpu': cpu}} if cpu else {}))
+
+    results = {'+decoupling': {0: run('A'), 1: run(), 10: run('A')},
+               'baseline': {0: run('A'), 1: run('B'), 10: run('B')},
+               'RHINO': {0: run('B'), 1: run('B')}}
+    lines = abl.machine_lines(results)
+    assert lines[0] == ('Runs by CPU: A: 3; B: 4; not recorded (runs from before the '
+                        'record): 1.')
+    # seed 1: one run unrecorded, one on B: not known to mix; RHINO seed 0 is its own set
+    assert lines[1].endswith(': OrientedFormer seed 10.')
+    assert abl.machine_lines({'x': {0: run(), 1: run()}}) == []
+    assert abl.machine_lines({'x': {0: run('A'), 1: run('A')}}) == ['Runs by CPU: A: 2.', '']
 
 
 def test_every_row_prepares_a_four_crop_run_with_the_same_iterations(tmp_path):
@@ -317,3 +336,25 @@ def test_compute_matched_row_trains_the_matched_iterations(tmp_path, capsys):
     with pytest.raises(SystemExit):
         abl.main(['--variants', name, '--work-dir', str(tmp_path)])
     assert 'need --matched-iters N' in capsys.readouterr().err
+
+
+def test_run_one_records_settings_and_the_machine(tmp_path):
+    """A run's result.json names what it trained with and the CPU it ran on."""
+    from types import SimpleNamespace
+
+    from bhcl.utils.machine import machine_record
+    abl = load_script('benchmarks/synthetic_ablation.py')
+    seen = {}
+
+    def fake_train_and_test(config, overrides, data_root, run_dir, seed, *rest):
+        seen.update(config=config, seed=seed)
+        return dict(metrics=dict(leaf_mAP=0.5), train_s=1.0, train_cpu_s=1.0, iters=800)
+    abl.train_and_test = fake_train_and_test
+    args = SimpleNamespace(variant='+decoupling', data_root=str(tmp_path), run_dir=str(tmp_path),
+                           seed=3, groups='{}', iters=800, num_train=800, bootstrap=0,
+                           img_size=128, lr=1e-3, task='hierarchical', matched_iters=None)
+    abl.run_one(args)
+    res = json.loads((tmp_path / 'result.json').read_text())
+    assert seen == dict(config=osp.join(abl.CFG_DIR, abl.DECOUPLED), seed=3)
+    assert res['settings'] == dict(iters=800, lr=1e-3, task='hierarchical')
+    assert res['machine'] == machine_record() and res['metrics'] == dict(leaf_mAP=0.5)
