@@ -64,6 +64,7 @@ the differences and the design's minimal detectable effect,
 ``--jobs 2`` runs two trainings at once with one thread each.
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -172,6 +173,28 @@ def bench_dataset(work_dir, task='bench'):
     data_root = osp.join(work_dir, 'data' if task == 'bench' else f'data-{task}') + '/'
     meta = generate_synthetic_dataset(data_root, tree, SyntheticConfig.preset(task))
     return data_root, tree, head_tail_groups(tree, meta['counts']['train']), meta
+
+
+def data_digest(data_root):
+    """sha256 of the task's files (relative path and bytes, in sorted order). Runs
+    that record the same digest trained and were tested on the same images and labels,
+    whichever machine generated them."""
+    digest = hashlib.sha256()
+    for split in ('train', 'val'):
+        base = osp.join(data_root, split)
+        names = sorted(osp.relpath(osp.join(d, f), data_root).replace(os.sep, '/')
+                       for d, _, files in os.walk(base) for f in files)
+        for name in names:
+            digest.update(name.encode() + b'\0')
+            with open(osp.join(data_root, name), 'rb') as f:
+                digest.update(f.read())
+    return digest.hexdigest()
+
+
+def same_data(res, digest):
+    """Whether a finished run trained on the data of ``digest`` (a run recorded before
+    the digest was, or an unknown ``digest``, is taken as such)."""
+    return digest is None or res.get('data_sha256', digest) == digest
 
 
 def task_tree(task):
@@ -396,6 +419,7 @@ def run_one(args):
                             None if args.task == 'bench' else task_tree(args.task))
     result['settings'] = run_settings(args, args.variant)
     result['machine'] = machine_record()   # numerics repeat on one kind of CPU only
+    result['data_sha256'] = data_digest(args.data_root)
     with open(osp.join(args.run_dir, 'result.json'), 'w') as f:
         json.dump(result, f)
 
@@ -413,7 +437,7 @@ def run_settings(args, variant):
     return settings
 
 
-def launch(variant, seed, data_root, groups, num_train, args, threads, reuse):
+def launch(variant, seed, data_root, groups, num_train, args, threads, reuse, digest=None):
     run_dir = run_path(args.work_dir, variant, seed)
     os.makedirs(run_dir, exist_ok=True)
     done = osp.join(run_dir, 'result.json')
@@ -423,11 +447,16 @@ def launch(variant, seed, data_root, groups, num_train, args, threads, reuse):
             json.dump(earlier, f)
     if osp.exists(done) and not args.rerun:
         with open(done) as f:
-            settings = json.load(f).get('settings')
-        if settings == run_settings(args, variant):
+            res = json.load(f)
+        settings = res.get('settings')
+        if settings == run_settings(args, variant) and same_data(res, digest):
             return None, run_dir
-        print(f'[{variant} seed {seed}] finished run has settings {settings}, not '
-              f'{run_settings(args, variant)}: running again', flush=True)
+        if settings != run_settings(args, variant):
+            print(f'[{variant} seed {seed}] finished run has settings {settings}, not '
+                  f'{run_settings(args, variant)}: running again', flush=True)
+        else:
+            print(f"[{variant} seed {seed}] finished run trained on other data (sha256 "
+                  f"{res['data_sha256']}, here {digest}): running again", flush=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, osp.abspath(__file__), '--one', variant, '--seed', str(seed),
            '--data-root', data_root, '--run-dir', run_dir, '--groups', json.dumps(groups),
@@ -473,9 +502,10 @@ def load_reuse(args):
         return json.load(f)['runs']
 
 
-def finished_runs(args):
-    """Results of the finished runs with this invocation's settings: those in
-    ``--work-dir``, then those of ``--reuse`` for the seeds ``--work-dir`` lacks."""
+def finished_runs(args, digest=None):
+    """Results of the finished runs with this invocation's settings (and, given the
+    data's ``digest``, on this data): those in ``--work-dir``, then those of ``--reuse``
+    for the seeds ``--work-dir`` lacks."""
     reuse = load_reuse(args)
     results = {}
     for variant in args.variants:
@@ -485,12 +515,17 @@ def finished_runs(args):
             if osp.exists(path):
                 with open(path) as f:
                     res = json.load(f)
-            if res is not None and report_settings_match(res.get('settings'), args, variant):
-                results.setdefault(variant, {})[seed] = res
+            if res is None or not report_settings_match(res.get('settings'), args, variant):
+                continue
+            if not same_data(res, digest):
+                print(f'[{variant} seed {seed}] left out: trained on other data (sha256 '
+                      f"{res['data_sha256']}, here {digest})", flush=True)
+                continue
+            results.setdefault(variant, {})[seed] = res
     return results
 
 
-def run_all(args, data_root, groups, num_train):
+def run_all(args, data_root, groups, num_train, digest=None):
     reuse = load_reuse(args)
     queue = [(v, s) for s in args.seeds for v in args.variants]
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
@@ -499,7 +534,7 @@ def run_all(args, data_root, groups, num_train):
         while queue and len(running) < args.jobs:
             variant, seed = queue.pop(0)
             proc, run_dir = launch(variant, seed, data_root, groups, num_train, args, threads,
-                                   reuse)
+                                   reuse, digest)
             running.append((proc, variant, seed, run_dir))
         for item in list(running):
             proc, variant, seed, run_dir = item
@@ -814,16 +849,18 @@ def main(argv=None):
     data_root, _, groups, meta = bench_dataset(args.work_dir, args.task)
     args.img_size = meta['settings']['img_size']
     print(f"tail leaves: {groups['tail']}; head leaves: {groups['head']}", flush=True)
+    digest = data_digest(data_root)
+    print(f'data sha256 {digest}', flush=True)
     t0 = time.perf_counter()
-    results = (finished_runs(args) if args.report
-               else run_all(args, data_root, groups, meta['settings']['num_train']))
+    results = (finished_runs(args, digest) if args.report
+               else run_all(args, data_root, groups, meta['settings']['num_train'], digest))
     text, summary = table(results, args, meta, groups)
     print(text)
     print(f'wall time {time.perf_counter() - t0:.0f} s for {sum(map(len, results.values()))} '
           f'runs, {args.jobs} at once')
     with open(osp.join(out_dir, 'results.json'), 'w') as f:
-        json.dump(dict(args=vars(args), groups=groups, runs=results, summary=summary), f,
-                  indent=1)
+        json.dump(dict(args=vars(args), groups=groups, data_sha256=digest, runs=results,
+                       summary=summary), f, indent=1)
     with open(osp.join(out_dir, 'results.md'), 'w') as f:
         f.write(text + '\n')
     if summary:

@@ -358,3 +358,77 @@ def test_run_one_records_settings_and_the_machine(tmp_path):
     assert seen == dict(config=osp.join(abl.CFG_DIR, abl.DECOUPLED), seed=3)
     assert res['settings'] == dict(iters=800, lr=1e-3, task='hierarchical')
     assert res['machine'] == machine_record() and res['metrics'] == dict(leaf_mAP=0.5)
+    assert res['data_sha256'] == abl.data_digest(str(tmp_path))
+
+
+def _task_files(root, label='0 0 8 0 8 4 0 4 Tanker 0'):
+    for split in ('train', 'val'):
+        (root / split / 'images').mkdir(parents=True)
+        (root / split / 'labelTxt').mkdir(parents=True)
+        (root / split / 'images' / f'{split}_0.png').write_bytes(b'png bytes ' + split.encode())
+        (root / split / 'labelTxt' / f'{split}_0.txt').write_text(label)
+    (root / 'meta.json').write_text('{}')   # not data: left out of the digest
+    return str(root)
+
+
+def test_data_digest_names_the_images_and_labels(tmp_path):
+    import hashlib
+    abl = load_script('benchmarks/synthetic_ablation.py')
+    a = _task_files(tmp_path / 'a')
+    assert abl.data_digest(a) == abl.data_digest(_task_files(tmp_path / 'b'))   # elsewhere
+    expected = hashlib.sha256()   # by hand: relative path, NUL, bytes, in sorted order
+    for name, data in (('train/images/train_0.png', b'png bytes train'),
+                       ('train/labelTxt/train_0.txt', b'0 0 8 0 8 4 0 4 Tanker 0'),
+                       ('val/images/val_0.png', b'png bytes val'),
+                       ('val/labelTxt/val_0.txt', b'0 0 8 0 8 4 0 4 Tanker 0')):
+        expected.update(name.encode() + b'\0' + data)
+    assert abl.data_digest(a) == expected.hexdigest()
+    assert abl.data_digest(a) != abl.data_digest(
+        _task_files(tmp_path / 'c', label='0 0 8 0 8 4 0 4 Tanker 1'))
+    (tmp_path / 'a' / 'meta.json').write_text('{"other": 1}')
+    assert abl.data_digest(a) == expected.hexdigest()
+
+
+def test_runs_on_other_data_are_neither_reused_nor_reported(tmp_path, capsys):
+    abl = load_script('benchmarks/synthetic_ablation.py')
+    ok = dict(iters=800, lr=1e-3)
+    reuse = tmp_path / 'results.json'
+    reuse.write_text(json.dumps(dict(runs={'+decoupling': {
+        '0': dict(settings=ok, at='before the digest'),
+        '1': dict(settings=ok, data_sha256='here', at='same data'),
+        '2': dict(settings=ok, data_sha256='elsewhere', at='other data')}})))
+
+    class Args:
+        iters, lr, simclr_backbone, mutdet_init = 800, 1e-3, None, None
+        variants, seeds, work_dir = ['+decoupling'], [0, 1, 2], str(tmp_path / 'work')
+    Args.reuse = str(reuse)
+    got = abl.finished_runs(Args, 'here')['+decoupling']
+    assert {s: r['at'] for s, r in got.items()} == {0: 'before the digest', 1: 'same data'}
+    assert "seed 2] left out: trained on other data (sha256 elsewhere, here here)" in \
+        capsys.readouterr().out
+    assert len(abl.finished_runs(Args)['+decoupling']) == 3   # no digest: nothing checked
+    assert abl.same_data(dict(data_sha256='x'), 'x') and not abl.same_data(dict(
+        data_sha256='x'), 'y') and abl.same_data({}, 'y')
+
+
+def test_launch_trains_again_a_finished_run_on_other_data(tmp_path, capsys):
+    from types import SimpleNamespace
+    abl = load_script('benchmarks/synthetic_ablation.py')
+    started = []
+
+    class FakePopen:
+        def __init__(self, cmd, **kwargs):
+            started.append(cmd)
+    abl.subprocess = SimpleNamespace(Popen=FakePopen, STDOUT=None)
+    args = SimpleNamespace(work_dir=str(tmp_path), rerun=False, iters=800, lr=1e-3,
+                           task='hierarchical', matched_iters=None, bootstrap=0, img_size=128,
+                           simclr_backbone=None, mutdet_init=None)
+    run_dir = abl.run_path(str(tmp_path), '+decoupling', 0)
+    settings = abl.run_settings(args, '+decoupling')
+    reuse = {'+decoupling': {'0': dict(settings=settings, data_sha256='here')}}
+    proc, _ = abl.launch('+decoupling', 0, 'data/', {}, 800, args, 1, reuse, 'here')
+    assert proc is None and not started   # same settings, same data: kept
+    proc, _ = abl.launch('+decoupling', 0, 'data/', {}, 800, args, 1, reuse, 'regenerated')
+    assert isinstance(proc, FakePopen) and '--one' in started[0]
+    assert 'trained on other data (sha256 here, here regenerated)' in capsys.readouterr().out
+    assert osp.isdir(run_dir)
