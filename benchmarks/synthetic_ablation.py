@@ -448,12 +448,12 @@ def launch(variant, seed, data_root, groups, num_train, args, threads, reuse, di
     if osp.exists(done) and not args.rerun:
         with open(done) as f:
             res = json.load(f)
-        settings = res.get('settings')
-        if settings == run_settings(args, variant) and same_data(res, digest):
+        settings, expected = res.get('settings'), run_settings(args, variant)
+        if settings == expected and same_data(res, digest):
             return None, run_dir
-        if settings != run_settings(args, variant):
+        if settings != expected:
             print(f'[{variant} seed {seed}] finished run has settings {settings}, not '
-                  f'{run_settings(args, variant)}: running again', flush=True)
+                  f'{expected}: running again', flush=True)
         else:
             print(f"[{variant} seed {seed}] finished run trained on other data (sha256 "
                   f"{res['data_sha256']}, here {digest}): running again", flush=True)
