@@ -31,13 +31,15 @@ What the study has measured is kept in ``--out-dir`` (default: this repository's
 iterations) and the report's ``results.json`` (every finished run). Every step's
 output is kept in ``--work-dir`` and skipped when it exists; on a machine whose
 ``--work-dir`` is empty the study regenerates the task and the initialisation (which
-must hash as recorded: a different initialisation stops the study rather than mix
-two in one arm), keeps the recorded CPU seconds and matched iterations, and takes
-the finished runs from ``--out-dir``'s ``results.json`` (``--reuse``), so it goes on
-where it stopped. ``--report`` only reports. CPU seconds are the user + system time
+must hash as recorded once a MutDet-init or compute-matched run has finished: a
+different initialisation then stops the study rather than mix two in one arm; before
+that, it replaces the record's chain), keeps the recorded CPU seconds and matched
+iterations, and takes the finished runs from ``--out-dir``'s ``results.json``
+(``--reuse``), so it goes on where it stopped. ``--report`` only reports. CPU seconds are the user + system time
 of the step's processes, each run with one thread.
 """
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -57,6 +59,10 @@ PRETRAIN_CONFIG = osp.join(ROOT, 'configs', 'mutdet',
 PSEUDO_CLASSES = 16  # the pre-training config's num_pseudo_classes
 SCRATCH, MUTDET, MATCHED = ('+decoupling', '+decoupling, MutDet init',
                             '+decoupling, compute-matched scratch')
+# what the record says of its chain (and of the compute-matched iterations derived from it)
+CHAIN_KEYS = ('mutdet_init_sha256', 'machine', 'pretraining_cpu_s', 'pretraining_cpu_s_total',
+              'fine_tuning_cpu_s_per_iter', 'fine_tuning_runs_timed',
+              'pretraining_in_iterations', 'iters', 'matched_iters')
 
 
 def children_cpu_s():
@@ -67,11 +73,12 @@ def children_cpu_s():
 
 def run_step(name, cmd, done, costs, log_dir):
     """Run ``cmd`` (one thread) unless ``done`` exists; record its CPU seconds in
-    ``costs[name]`` (kept from an earlier invocation when skipped)."""
+    ``costs[name]`` (this machine's measurements: a skipped step keeps the one made when
+    it ran)."""
     if osp.exists(done):
         if name not in costs:
             raise RuntimeError(f'{done} exists but the CPU time of step {name!r} was not '
-                               'recorded (pretraining_study.json); delete it to run the step '
+                               'recorded (pretraining_cost.json); delete it to run the step '
                                'again')
         print(f'[{name}] done earlier ({costs[name]:.0f} CPU s)', flush=True)
         return
@@ -87,13 +94,8 @@ def run_step(name, cmd, done, costs, log_dir):
         raise RuntimeError(f'step {name!r} failed (exit {proc.returncode}); see {log}')
     if not osp.exists(done):
         raise RuntimeError(f'step {name!r} finished without writing {done}; see {log}')
-    spent = children_cpu_s() - before
-    if name in costs:  # measured by an earlier invocation (another machine): kept
-        print(f'[{name}] {spent:.0f} CPU s; the study keeps the {costs[name]:.0f} CPU s '
-              'recorded when it first ran', flush=True)
-    else:
-        costs[name] = spent
-        print(f'[{name}] {costs[name]:.0f} CPU s', flush=True)
+    costs[name] = children_cpu_s() - before
+    print(f'[{name}] {costs[name]:.0f} CPU s', flush=True)
 
 
 def study_path(args):
@@ -125,17 +127,17 @@ def sha256(path):
 
 def pretrain(args, data_root):
     """Steps 1-3; returns (the fine-tuning initialisation, CPU seconds per step). The
-    CPU seconds and the initialisation's sha256 go to the study's record; a step run
+    CPU seconds and the initialisation's sha256 go to the study's record; a chain run
     again on another machine keeps the CPU seconds recorded the first time, and its
-    initialisation must hash as recorded."""
+    initialisation must hash as recorded once a MutDet-init or compute-matched run has
+    finished (before that, a chain that gives another initialisation replaces the record:
+    nothing depends on it yet). This machine's own CPU seconds stay in the work dir's
+    ``pretraining_cost.json``."""
     out = osp.join(args.work_dir, 'mutdet')
     os.makedirs(out, exist_ok=True)
     record = osp.join(out, 'pretraining_cost.json')
     study = load_study(args)
-    costs = dict(study.get('pretraining_cpu_s', {}))
-    if osp.exists(record):
-        with open(record) as f:
-            costs = {**json.load(f), **costs}
+    recorded = dict(study.get('pretraining_cpu_s', {}))
     py = sys.executable
     images = osp.join(data_root, 'train', 'images')
     work = osp.join(out, 'pretrain')
@@ -166,27 +168,64 @@ def pretrain(args, data_root):
         ('conversion', [py, osp.join(ROOT, 'tools', 'model_converters', 'mutdet_to_finetune.py'),
                         last, osp.join(ablation.CFG_DIR, ablation.DECOUPLED), init], init),
     ]
+    # this machine's measurements; a step done here by an older version, which kept no
+    # measurement of its own, has the record's
+    measured = dict(recorded)
+    if osp.exists(record):
+        with open(record) as f:
+            measured.update(json.load(f))
     for name, cmd, done in steps:
-        run_step(name, cmd, done, costs, out)
+        run_step(name, cmd, done, measured, out)
         with open(record, 'w') as f:
-            json.dump(costs, f, indent=1)
-        study['pretraining_cpu_s'] = dict(costs)
-        save_study(args, study)
+            json.dump(measured, f, indent=1)
     from bhcl.utils.machine import machine_record
     digest = sha256(init)
     here = machine_record()
-    if study.setdefault('mutdet_init_sha256', digest) != digest:
+    if study.get('mutdet_init_sha256', digest) != digest:
         made_on = (study.get('machine') or {}).get('cpu', 'a CPU the record does not name')
-        raise RuntimeError(
-            f"{init} (sha256 {digest}) is not the initialisation the study's finished "
-            f"MutDet-init runs used (sha256 {study['mutdet_init_sha256']}, "
-            f'{study_path(args)}): the pre-training did not reproduce here ({here["cpu"]}; '
-            f'the record was made on {made_on}, and training repeats bit for bit on one '
-            'kind of CPU only). Run the study from scratch in a new --out-dir, or on the '
-            'machine kind that made the record')
+        bound = runs_on_the_record(args)
+        if bound:
+            raise RuntimeError(
+                f"{init} (sha256 {digest}) is not the initialisation the study's finished "
+                f"runs used ({', '.join(bound)}: sha256 {study['mutdet_init_sha256']}, "
+                f'{study_path(args)}): the pre-training did not reproduce here '
+                f'({here["cpu"]}; the record was made on {made_on}, and training repeats bit '
+                'for bit on one kind of CPU only). Run the study from scratch in a new '
+                '--out-dir, or on the machine kind that made the record')
+        print(f"The recorded initialisation (sha256 {study['mutdet_init_sha256']}, made on "
+              f'{made_on}) is not the one the chain gives here ({here["cpu"]}: sha256 '
+              f'{digest}). No MutDet-init or compute-matched run has used it, so '
+              f"{study_path(args)} now holds this machine's chain: its initialisation, CPU "
+              'and CPU seconds.', flush=True)
+        for key in CHAIN_KEYS:
+            study.pop(key, None)
+    costs = {**measured, **study.get('pretraining_cpu_s', {})}  # the first measurement stays
+    for name in costs:
+        if costs[name] != measured.get(name, costs[name]):
+            print(f'[{name}] {measured[name]:.0f} CPU s here; the study keeps the '
+                  f'{costs[name]:.0f} CPU s recorded when the chain first ran', flush=True)
+    study.update(pretraining_cpu_s=costs, mutdet_init_sha256=digest)
     study.setdefault('machine', here)   # a kind of CPU on which the chain gives this init
     save_study(args, study)
     return init, costs
+
+
+def runs_on_the_record(args):
+    """The finished MutDet-init and compute-matched runs (in ``--out-dir``'s results.json
+    or in ``--work-dir``): what binds the recorded chain (the first use its
+    initialisation, the second train the iterations its CPU seconds give)."""
+    found = set()
+    earlier = osp.join(args.out_dir, 'results.json')
+    if osp.exists(earlier):
+        with open(earlier) as f:
+            runs = json.load(f).get('runs', {})
+        found |= {(variant, int(seed)) for variant in (MUTDET, MATCHED)
+                  for seed in runs.get(variant, {})}
+    for variant in (MUTDET, MATCHED):
+        slug = ablation.VARIANTS_SLUG[variant]
+        for path in glob.glob(osp.join(args.work_dir, 'runs', f'{slug}-seed*', 'result.json')):
+            found.add((variant, int(osp.basename(osp.dirname(path)).rsplit('seed', 1)[1])))
+    return [f'{variant!r} seed {seed}' for variant, seed in sorted(found)]
 
 
 def ablation_args(args, variants, init, out_dir, matched_iters=None, report=False):

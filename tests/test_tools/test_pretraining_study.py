@@ -138,15 +138,23 @@ def test_pretraining_chain_runs_once_and_resumes(tmp_path):
     assert costs3 == pytest.approx(costs)
 
 
-def test_an_initialisation_that_does_not_hash_as_recorded_stops_the_study(tmp_path):
-    """The chain's outputs are there (nothing runs); the record's sha256 is another
-    initialisation's: the study stops rather than mix two initialisations in one arm."""
-    study = load_script('benchmarks/pretraining_study.py')
+def make_chain_outputs(tmp_path, weights=b'weights'):
+    """The chain's outputs in a work dir (nothing runs): the init holds ``weights``."""
     work = tmp_path / 'work' / 'mutdet'
     for folder in ('proposals', 'embeddings', 'pretrain'):
-        (work / folder).mkdir(parents=True)
-    for name in ('clusters.pth', 'pretrain/epoch_2.pth', 'mutdet_init.pth'):
+        (work / folder).mkdir(parents=True, exist_ok=True)
+    for name in ('clusters.pth', 'pretrain/epoch_2.pth'):
         (work / name).write_bytes(b'weights')
+    (work / 'mutdet_init.pth').write_bytes(weights)
+    return work
+
+
+def test_an_initialisation_that_does_not_hash_as_recorded_stops_the_study(tmp_path):
+    """The chain's outputs are there (nothing runs); the record's sha256 is another
+    initialisation's, which a finished MutDet-init run used: the study stops rather than
+    mix two initialisations in one arm."""
+    study = load_script('benchmarks/pretraining_study.py')
+    work = make_chain_outputs(tmp_path)
     costs = dict(proposals=1.0, embeddings=2.0, clusters=3.0, pretraining=4.0, conversion=5.0)
     record = tmp_path / 'record'
     args = SimpleNamespace(work_dir=str(tmp_path / 'work'), pretrain_epochs=2, pretrain_lr=1e-3,
@@ -159,10 +167,71 @@ def test_an_initialisation_that_does_not_hash_as_recorded_stops_the_study(tmp_pa
     # a machine on which the chain gives the recorded init is recorded with it
     machine = json.loads((record / 'pretraining_study.json').read_text())['machine']
     assert machine == machine_record()
+    (record / 'results.json').write_text(json.dumps({'runs': {study.MUTDET: {'3': {}}}}))
     (work / 'mutdet_init.pth').write_bytes(b'other weights')
     with pytest.raises(RuntimeError, match='did not reproduce here') as err:
         study.pretrain(args, str(tmp_path / 'data'))
     assert f"the record was made on {machine['cpu']}" in str(err.value)
+    assert f"{study.MUTDET!r} seed 3" in str(err.value)
+    # a finished run in the work dir binds it too
+    (record / 'results.json').unlink()
+    run = tmp_path / 'work' / 'runs' / f'{study.ablation.VARIANTS_SLUG[study.MATCHED]}-seed1'
+    run.mkdir(parents=True)
+    (run / 'result.json').write_text('{}')
+    with pytest.raises(RuntimeError) as err:
+        study.pretrain(args, str(tmp_path / 'data'))
+    assert f"{study.MATCHED!r} seed 1" in str(err.value)
+
+
+def test_a_chain_no_run_has_used_is_replaced_by_this_machines(tmp_path, capsys):
+    """The record's chain (made on another kind of CPU) gives another initialisation
+    here, and no MutDet-init or compute-matched run has finished: the record takes this
+    machine's initialisation, CPU and CPU seconds, and drops the matched iterations
+    derived from the old ones."""
+    study = load_script('benchmarks/pretraining_study.py')
+    work = make_chain_outputs(tmp_path, b'weights made here')
+    here = dict(proposals=10.0, embeddings=20.0, clusters=30.0, pretraining=40.0,
+                conversion=50.0)
+    (work / 'pretraining_cost.json').write_text(json.dumps(here))   # measured on this machine
+    record = tmp_path / 'record'
+    record.mkdir()
+    elsewhere = dict(proposals=1.0, embeddings=2.0, clusters=3.0, pretraining=4.0,
+                     conversion=5.0)
+    (record / 'pretraining_study.json').write_text(json.dumps(dict(
+        pretraining_cpu_s=elsewhere, mutdet_init_sha256='0' * 64,
+        machine={'cpu': 'another CPU'}, matched_iters=1400, iters=800)))
+    (record / 'results.json').write_text(json.dumps({'runs': {study.SCRATCH: {'0': {}}}}))
+    args = SimpleNamespace(work_dir=str(tmp_path / 'work'), pretrain_epochs=2, pretrain_lr=1e-3,
+                           embedding_dim=32, out_dir=str(record))
+    init, costs = study.pretrain(args, str(tmp_path / 'data'))
+    assert costs == here
+    saved = json.loads((record / 'pretraining_study.json').read_text())
+    assert saved == dict(pretraining_cpu_s=here, mutdet_init_sha256=study.sha256(init),
+                         machine=machine_record())
+    assert 'made on another CPU' in capsys.readouterr().out
+    # the new record holds from now on: the same bytes again keep it
+    assert study.pretrain(args, str(tmp_path / 'data'))[1] == here
+
+
+def test_a_chain_that_hashes_as_recorded_keeps_the_recorded_cpu_seconds(tmp_path, capsys):
+    """Another machine of the kind that made the record: its chain gives the recorded
+    initialisation; its own CPU seconds stay in its work dir, the record's stay."""
+    study = load_script('benchmarks/pretraining_study.py')
+    work = make_chain_outputs(tmp_path)
+    here = dict(proposals=10.0, embeddings=20.0, clusters=30.0, pretraining=40.0,
+                conversion=50.0)
+    (work / 'pretraining_cost.json').write_text(json.dumps(here))
+    first = {k: v / 10 for k, v in here.items()}
+    record = tmp_path / 'record'
+    record.mkdir()
+    (record / 'pretraining_study.json').write_text(json.dumps(dict(
+        pretraining_cpu_s=first, mutdet_init_sha256=study.sha256(work / 'mutdet_init.pth'))))
+    args = SimpleNamespace(work_dir=str(tmp_path / 'work'), pretrain_epochs=2, pretrain_lr=1e-3,
+                           embedding_dim=32, out_dir=str(record))
+    assert study.pretrain(args, str(tmp_path / 'data'))[1] == first
+    assert json.loads((work / 'pretraining_cost.json').read_text()) == here
+    assert 'the study keeps the 4 CPU s recorded when the chain first ran' in \
+        capsys.readouterr().out
 
 
 def test_ablation_calls_keep_their_tables_out_of_the_shared_work_dir():
