@@ -597,12 +597,30 @@ def table(results, args, meta, groups):
         lines += paired_lines({v: r for v, r in results.items() if v not in rhino}, reference)
     if RHINO_REFERENCE in rhino:   # RHINO rows against RHINO's one-view decoupled arm
         lines += paired_lines(rhino, RHINO_REFERENCE)
+    shown = {v: results[v] for v in args.variants if results.get(v)}
+    lines += seed_lines(shown) + seed_lines(shown, 'tail_AP50')
     lines += machine_lines(results)
     lines += ["Pairs of rows of the same detector that differ by Welch's unequal-variance t "
               'test (two-sided p < 0.05, runs taken as independent; no correction for the many '
               'pairs):', '']
     lines += welch_pairs(results) or ['(none)']
     return '\n'.join(lines), summary
+
+
+def seed_lines(results, key='leaf_mAP'):
+    """``key`` of every run, a row per variant and a column per seed (the values the
+    means and the paired differences above are made of; '-' where a seed has not run)."""
+    seeds = sorted({int(s) for runs in results.values() for s in runs})
+    if not seeds:
+        return []
+    name = dict(COLUMNS).get(key, key)
+    lines = [f'{name} by seed:', '', '| variant | ' + ' | '.join(f'seed {s}' for s in seeds)
+             + ' |', '|---' * (len(seeds) + 1) + '|']
+    for variant, runs in results.items():
+        by_seed = {int(s): r for s, r in runs.items()}
+        lines.append(f'| {variant} | ' + ' | '.join(
+            f"{by_seed[s]['metrics'][key]:.4f}" if s in by_seed else '-' for s in seeds) + ' |')
+    return lines + ['']
 
 
 def machine_lines(results):

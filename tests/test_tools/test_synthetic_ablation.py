@@ -131,6 +131,17 @@ def test_paired_lines_use_paired_t_on_the_common_seeds(tmp_path):
                                str(tmp_path / 'none.png'))
 
 
+def test_seed_lines_show_every_run_in_its_seed_column():
+    abl = load_script('benchmarks/synthetic_ablation.py')
+    results = {'+decoupling': _runs([0.05, 0.06124]), 'x': {'2': _runs([0.5])[0]}}
+    lines = abl.seed_lines(results)
+    assert lines[0] == 'leaf mAP by seed:'
+    assert lines[2] == '| variant | seed 0 | seed 1 | seed 2 |'
+    assert lines[4] == '| +decoupling | 0.0500 | 0.0612 | - |'
+    assert lines[5] == '| x | - | - | 0.5000 |' and lines[-1] == ''
+    assert abl.seed_lines({}) == []
+
+
 def test_machine_lines_count_cpus_and_name_seeds_that_mixed_them():
     abl = load_script('benchmarks/synthetic_ablation.py')
 
