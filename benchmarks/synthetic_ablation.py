@@ -599,6 +599,7 @@ def table(results, args, meta, groups):
         lines += paired_lines(rhino, RHINO_REFERENCE)
     shown = {v: results[v] for v in args.variants if results.get(v)}
     lines += seed_lines(shown) + seed_lines(shown, 'tail_AP50')
+    lines += cost_lines(shown)
     lines += machine_lines(results)
     lines += ["Pairs of rows of the same detector that differ by Welch's unequal-variance t "
               'test (two-sided p < 0.05, runs taken as independent; no correction for the many '
@@ -621,6 +622,30 @@ def seed_lines(results, key='leaf_mAP'):
         lines.append(f'| {variant} | ' + ' | '.join(
             f"{by_seed[s]['metrics'][key]:.4f}" if s in by_seed else '-' for s in seeds) + ' |')
     return lines + ['']
+
+
+def cost_lines(results):
+    """What the reported runs cost, per detector and in all: the runs' own time (training
+    and evaluation, ``total_s``; each run trains with the threads it was given, one in the
+    grid) and, where recorded, the CPU seconds of training."""
+    cost = {}
+    for variant, runs in results.items():
+        detector = 'RHINO' if variant.startswith('RHINO') else 'OrientedFormer'
+        c = cost.setdefault(detector, dict(n=0, total=0.0, cpu=0.0, n_cpu=0))
+        for res in runs.values():
+            c['n'] += 1
+            c['total'] += res.get('total_s', 0.0)
+            if res.get('train_cpu_s'):
+                c['cpu'] += res['train_cpu_s']
+                c['n_cpu'] += 1
+    if not cost:
+        return []
+    parts = [f"{det}: {c['n']} runs, {c['total'] / 3600:.1f} h" + (
+        f" (training CPU {c['cpu'] / 3600:.1f} h over the {c['n_cpu']} runs that recorded it)"
+        if c['n_cpu'] else '') for det, c in sorted(cost.items())]
+    total = sum(c['total'] for c in cost.values())
+    return [f"Run time of the reported runs (training and evaluation, each run's own clock): "
+            + '; '.join(parts) + f'; in all {total / 3600:.1f} h.', '']
 
 
 def machine_lines(results):

@@ -142,6 +142,19 @@ def test_seed_lines_show_every_run_in_its_seed_column():
     assert abl.seed_lines({}) == []
 
 
+def test_cost_lines_add_up_the_runs_time_per_detector():
+    abl = load_script('benchmarks/synthetic_ablation.py')
+    results = {'+decoupling': {0: dict(total_s=3600.0, train_cpu_s=1800.0),
+                               1: dict(total_s=1800.0)},
+               'RHINO': {0: dict(total_s=720.0, train_cpu_s=360.0)}}
+    assert abl.cost_lines(results) == [
+        "Run time of the reported runs (training and evaluation, each run's own clock): "
+        'OrientedFormer: 2 runs, 1.5 h (training CPU 0.5 h over the 1 runs that recorded it); '
+        'RHINO: 1 runs, 0.2 h (training CPU 0.1 h over the 1 runs that recorded it); '
+        'in all 1.7 h.', '']
+    assert abl.cost_lines({}) == []
+
+
 def test_machine_lines_count_cpus_and_name_seeds_that_mixed_them():
     abl = load_script('benchmarks/synthetic_ablation.py')
 
