@@ -35,8 +35,8 @@ must hash as recorded once a MutDet-init or compute-matched run has finished: a
 different initialisation then stops the study rather than mix two in one arm; before
 that, it replaces the record's chain), keeps the recorded CPU seconds and matched
 iterations, and takes the finished runs from ``--out-dir``'s ``results.json``
-(``--reuse``), so it goes on where it stopped. ``--report`` only reports. CPU seconds are the user + system time
-of the step's processes, each run with one thread.
+(``--reuse``), so it goes on where it stopped. ``--report`` only reports. CPU seconds
+are the user + system time of the step's processes, each run with one thread.
 """
 import argparse
 import glob

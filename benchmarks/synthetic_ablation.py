@@ -151,6 +151,13 @@ GRID = ('baseline', '+decoupling', '+decoupling+HCL, one view', '+decoupling+BHC
         'RHINO', 'RHINO +decoupling', 'RHINO +decoupling+HCL, one view',
         'RHINO +decoupling+BHCL, one view', 'RHINO +decoupling+BHCL')
 RHINO_REFERENCE = 'RHINO +decoupling'
+
+
+def detector(variant):
+    """The detector a row trains: the RHINO rows are named 'RHINO ...'."""
+    return 'RHINO' if variant.startswith('RHINO') else 'OrientedFormer'
+
+
 TASKS = {'bench': 'synthetic_label_tree.py', 'hierarchical': 'synthetic_hierarchical_label_tree.py'}
 # rows not run unless asked for with --variants (or --grid)
 OPTIONAL = ('+decoupling, SimCLR backbone', '+decoupling, MutDet init',
@@ -592,7 +599,7 @@ def table(results, args, meta, groups):
     lines += ['', f"head leaves: {', '.join(groups['head'])}; tail leaves: "
               f"{', '.join(groups['tail'])}", '']
     reference = getattr(args, 'reference', None)
-    rhino = {v: r for v, r in results.items() if v.startswith('RHINO')}
+    rhino = {v: r for v, r in results.items() if detector(v) == 'RHINO'}
     if reference in results:
         lines += paired_lines({v: r for v, r in results.items() if v not in rhino}, reference)
     if RHINO_REFERENCE in rhino:   # RHINO rows against RHINO's one-view decoupled arm
@@ -630,8 +637,7 @@ def cost_lines(results):
     grid) and, where recorded, the CPU seconds of training."""
     cost = {}
     for variant, runs in results.items():
-        detector = 'RHINO' if variant.startswith('RHINO') else 'OrientedFormer'
-        c = cost.setdefault(detector, dict(n=0, total=0.0, cpu=0.0, n_cpu=0))
+        c = cost.setdefault(detector(variant), dict(n=0, total=0.0, cpu=0.0, n_cpu=0))
         for res in runs.values():
             c['n'] += 1
             c['total'] += res.get('total_s', 0.0)
@@ -655,14 +661,13 @@ def machine_lines(results):
     tightly (the paired differences stay unbiased)."""
     kinds, by_seed, unknown = {}, {}, 0
     for variant, runs in results.items():
-        detector = 'RHINO' if variant.startswith('RHINO') else 'OrientedFormer'
         for seed, res in runs.items():
             cpu = (res.get('machine') or {}).get('cpu')
             if cpu is None:
                 unknown += 1
                 continue
             kinds[cpu] = kinds.get(cpu, 0) + 1
-            by_seed.setdefault((detector, seed), set()).add(cpu)
+            by_seed.setdefault((detector(variant), seed), set()).add(cpu)
     if not kinds:
         return []
     counts = '; '.join(f'{cpu}: {n}' for cpu, n in sorted(kinds.items()))
@@ -732,7 +737,7 @@ def welch_pairs(results, alpha=0.05):
     names = [v for v in results if len(results[v]) > 1]
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            if a.startswith('RHINO') != b.startswith('RHINO'):
+            if detector(a) != detector(b):
                 continue
             cols = []
             for key, label in COLUMNS:
@@ -911,7 +916,7 @@ def main(argv=None):
     written = ['results.json', 'results.md'] + (['ablation.png'] if summary else [])
     for reference in (args.reference, RHINO_REFERENCE):
         rows = {v: r for v, r in results.items()
-                if v.startswith('RHINO') == reference.startswith('RHINO')}
+                if detector(v) == detector(reference)}
         if reference in rows and len(rows) > 1:
             name = f"paired-{VARIANTS_SLUG.get(reference, 'reference')}.png"
             if plot_paired(rows, reference, osp.join(out_dir, name)):
