@@ -319,6 +319,9 @@ def test_cqdino_row_builds_and_trains_a_step_on_the_hierarchical_tree(tmp_path):
     cfg = _prepared(abl, '+decoupling+BHCL, CQ-DINO head, one view', tmp_path, label_tree=tree)
     assert cfg.model.classifier.type == 'CQDINOClassifier'
     assert cfg.train_dataloader.batch_size == 4
+    # the selection keeps the bench config's share of the tree (8 of 16), not its count
+    bench = Config.fromfile(osp.join(abl.CFG_DIR, abl.CQDINO)).model.classifier.topk
+    assert cfg.model.classifier.topk == len(tree['paths']) * bench // 16 == 22
     init_default_scope('mmrotate')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
