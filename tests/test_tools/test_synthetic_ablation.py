@@ -319,9 +319,15 @@ def test_cqdino_row_builds_and_trains_a_step_on_the_hierarchical_tree(tmp_path):
     cfg = _prepared(abl, '+decoupling+BHCL, CQ-DINO head, one view', tmp_path, label_tree=tree)
     assert cfg.model.classifier.type == 'CQDINOClassifier'
     assert cfg.train_dataloader.batch_size == 4
-    # the selection keeps the bench config's share of the tree (8 of 16), not its count
-    bench = Config.fromfile(osp.join(abl.CFG_DIR, abl.CQDINO)).model.classifier.topk
+    # the selection keeps the bench config's share of the tree (8 of 16), not its count,
+    # and on the bench's own tree the config's count
+    bench_cfg = Config.fromfile(osp.join(abl.CFG_DIR, abl.CQDINO))
+    bench = bench_cfg.model.classifier.topk
     assert cfg.model.classifier.topk == len(tree['paths']) * bench // 16 == 22
+    abl.keep_topk_share(bench_cfg, bench_cfg.label_tree)
+    assert bench_cfg.model.classifier.topk == bench == 8
+    with pytest.raises(ValueError, match='no classifier.topk'):
+        abl.keep_topk_share(Config.fromfile(osp.join(abl.CFG_DIR, abl.BHCL)), tree)
     init_default_scope('mmrotate')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
