@@ -22,8 +22,9 @@ arm) the study
    steps 1-3 divided by the mean CPU seconds per fine-tuning iteration of the
    step-4 runs finished by then, rounded to whole epochs (fixed by the first
    invocation that computes it, ``pretraining_study.json``),
-5. reports the three rows and their paired differences against '+decoupling'
-   (``synthetic_ablation.py --report --reference '+decoupling'``).
+5. reports the three rows, their paired differences against '+decoupling'
+   (``synthetic_ablation.py --report --reference '+decoupling'``) and MutDet init
+   against compute-matched scratch (``--pair``).
 
 What the study has measured is kept in ``--out-dir`` (default: this repository's
 ``docs/results/pretraining_study``, meant to be committed): ``pretraining_study.json``
@@ -242,6 +243,8 @@ def ablation_args(args, variants, init, out_dir, matched_iters=None, report=Fals
     earlier = osp.join(out_dir, 'results.json')
     if osp.exists(earlier):  # the runs finished before, perhaps on another machine
         argv += ['--reuse', earlier]
+    if MUTDET in variants and MATCHED in variants:   # the question the control answers
+        argv += ['--pair', MUTDET, MATCHED]
     if report:
         argv.append('--report')
     return argv

@@ -623,6 +623,9 @@ def table(results, args, meta, groups):
         lines += paired_lines({v: r for v, r in results.items() if v not in rhino}, reference)
     if RHINO_REFERENCE in rhino:   # RHINO rows against RHINO's one-view decoupled arm
         lines += paired_lines(rhino, RHINO_REFERENCE)
+    for variant, other in getattr(args, 'pair', None) or ():   # --pair ROW REFERENCE
+        if results.get(variant) and results.get(other):
+            lines += paired_lines({variant: results[variant], other: results[other]}, other)
     shown = {v: results[v] for v in args.variants if results.get(v)}
     lines += seed_lines(shown) + seed_lines(shown, 'tail_AP50')
     lines += cost_lines(shown)
@@ -877,6 +880,9 @@ def main(argv=None):
                         help='summarise the finished runs only (launch nothing)')
     parser.add_argument('--reference', default='+decoupling',
                         help='row the others are compared with, seed by seed (paired t)')
+    parser.add_argument('--pair', nargs=2, action='append', metavar=('ROW', 'REFERENCE'),
+                        help='also a paired table of ROW against REFERENCE (repeatable), for '
+                        'a pair of rows neither of which is --reference')
     parser.add_argument('--reuse', default=None,
                         help='results.json of an earlier invocation: its runs with the same '
                         'settings are not run again (continue an ablation on another day)')
@@ -891,6 +897,11 @@ def main(argv=None):
     apply_defaults(args)
     if args.variant:
         return run_one(args)
+    for pair in args.pair or ():
+        stray = [v for v in pair if v not in args.variants]
+        if stray:
+            parser.error(f'--pair {pair[0]!r} {pair[1]!r}: {stray} not among --variants '
+                         '(a pair compares two of the rows this invocation runs or reports)')
     lv3 = ('lv3_AP50', 'lv3 AP50')
     if args.task == 'hierarchical' and lv3 not in COLUMNS:   # its tree has a 4th level
         COLUMNS.insert(COLUMNS.index(('lv2_AP50', 'lv2 AP50')) + 1, lv3)

@@ -244,7 +244,11 @@ def test_ablation_calls_keep_their_tables_out_of_the_shared_work_dir():
     assert argv[argv.index('--reference') + 1] == study.SCRATCH
     report = study.ablation_args(args, [study.SCRATCH, study.MUTDET], 'init.pth', 'r', report=True)
     assert report[-1] == '--report' and report[report.index('--mutdet-init') + 1] == 'init.pth'
-    assert '--matched-iters' not in report and '--reuse' not in report
+    assert '--matched-iters' not in report and '--reuse' not in report and '--pair' not in report
+    # the three rows' report also pairs MutDet init with compute-matched scratch
+    both = study.ablation_args(args, [study.SCRATCH, study.MUTDET, study.MATCHED], None, 'r',
+                               1600, report=True)
+    assert both[both.index('--pair') + 1:both.index('--pair') + 3] == [study.MUTDET, study.MATCHED]
 
 
 def test_ablation_calls_reuse_the_runs_the_record_holds(tmp_path):

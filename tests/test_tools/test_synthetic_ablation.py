@@ -465,3 +465,34 @@ def test_launch_trains_again_a_finished_run_on_other_data(tmp_path, capsys):
     assert isinstance(proc, FakePopen) and '--one' in started[0]
     assert 'trained on other data (sha256 here, here regenerated)' in capsys.readouterr().out
     assert osp.isdir(run_dir)
+
+
+def test_pair_adds_a_paired_table_of_two_rows_neither_the_reference(capsys):
+    """``--pair ROW REFERENCE``: the report also pairs two rows by seed (the pre-training
+    study's MutDet init against compute-matched scratch), with the paired t of those two."""
+    from types import SimpleNamespace
+    abl = load_script('benchmarks/synthetic_ablation.py')
+    mutdet, matched = '+decoupling, MutDet init', '+decoupling, compute-matched scratch'
+    ref, up, other = [0.40, 0.50, 0.60], [0.45, 0.56, 0.64], [0.41, 0.51, 0.62]
+    results = {'+decoupling': _runs(ref), mutdet: _runs(up), matched: _runs(other)}
+    for runs in results.values():
+        for r in runs.values():
+            r.update(train_s=1.0)
+    meta = dict(settings=dict(num_train=8, num_val=4, img_size=128))
+    args = SimpleNamespace(variants=list(results), iters=800, lr=1e-3, seeds=[0, 1, 2],
+                           reference='+decoupling', pair=[[mutdet, matched]])
+    text = abl.table(results, args, meta, dict(head=[], tail=[]))[0]
+    tables = [line for line in text.split('\n') if line.startswith('Paired differences')]
+    assert [t.split("'")[1] for t in tables] == ['+decoupling', matched]
+    row = text.split(tables[1])[1].split('\n')[4]
+    from bhcl.utils.stats import paired_difference
+    d = paired_difference(up, other)
+    assert row.startswith(f'| {mutdet} | 3 | ')
+    assert f'{d["mean"]:+.3f} [{d["low"]:+.3f}, {d["high"]:+.3f}] (p {d["p"]:.2g}' in row
+    args.pair = None   # without it, only the reference's table
+    assert abl.table(results, args, meta, dict(head=[], tail=[]))[0].count(
+        'Paired differences') == 1
+    # a pair must name rows of the invocation
+    with pytest.raises(SystemExit):
+        abl.main(['--report', '--variants', '+decoupling', '--pair', mutdet, '+decoupling'])
+    assert 'not among --variants' in capsys.readouterr().err
