@@ -10,6 +10,8 @@ BHCL <= 1.25x the baseline's time).
     python benchmarks/train_step.py --paper [--size 1024] [--iters 3]
     python benchmarks/train_step.py --mutdet [--iters 20] [--objects 24]
     python benchmarks/train_step.py --rhino [--paper --size 1024 --iters 3]
+    python benchmarks/train_step.py --grid-rows '+decoupling+BHCL, one view' \
+        '+decoupling+BHCL, CQ-DINO head, one view' [--data-root work_dirs/grid/data-hierarchical/]
 
 ``--rhino`` times the RHINO rows instead (RHINO, + decoupling, + decoupling + BHCL),
 as ratios to RHINO (target: <= 1.3x); with ``--paper`` the R50 configs.
@@ -19,6 +21,12 @@ alignment losses; configs/mutdet synthetic config, trainable backbone) against
 the plain training step of the same decoupled model, on the same images with
 ``--objects`` pseudo-boxes each (the classical proposal generator finds about
 24 per image on the synthetic data) and random 256-d object embeddings.
+
+``--grid-rows`` times rows of ``benchmarks/synthetic_ablation.py`` as its grid trains them
+(the row's config and overrides on the hierarchical task's tree, 128 px, 4 crops per step)
+on the first ``--batch`` training images of that task (``--data-root``: the grid's
+generated task; without it the task is generated into a temporary directory), as ratios to
+the first row: e.g. CQ-DINO's classifier against the linear one.
 
 ``--paper`` times the paper's models instead (ResNet-50, 300 queries, 2 stages,
 oriented attention 64 x 32, ShipRSImageNet tree) on 2 random images of
@@ -79,10 +87,11 @@ def smoke_batch(data_root, batch):
 
 
 def build_model(config, device):
+    """The model of ``config`` (a config file, or a loaded config)."""
     from mmengine.config import Config
     from mmrotate.registry import MODELS
     torch.manual_seed(0)
-    cfg = Config.fromfile(config).model
+    cfg = copy.deepcopy((Config.fromfile(config) if isinstance(config, str) else config).model)
     cfg.backbone.init_cfg = None
     model = MODELS.build(cfg).to(device)
     model.init_weights()
@@ -113,6 +122,36 @@ def pseudo_labelled(data, num_objects, num_classes, dim=256, seed=0):
             embeddings=torch.nn.functional.normalize(torch.randn(n, dim, generator=g),
                                                      dim=1).to(dev))
     return data['inputs'], samples
+
+
+def grid_rows(rows, data_root, batch):
+    """``{row: config}`` of ablation rows as the grid prepares them (hierarchical tree and
+    task) and a batch of the first ``batch`` training images of the task at ``data_root``."""
+    import bhcl.datasets  # noqa: F401
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+    from mmrotate.registry import DATASETS
+    import synthetic_ablation as abl
+    init_default_scope('mmrotate')
+    tree = abl.task_tree('hierarchical')
+    cfgs = {}
+    with tempfile.TemporaryDirectory() as work:
+        for name in rows:
+            config, overrides, options = abl.row(name)
+            if abl.files_used(name):
+                raise ValueError(f'--grid-rows: row {name!r} reads a file '
+                                 f'({", ".join(abl.files_used(name))}); time rows without one')
+            cfg, _ = abl.prepare_config(osp.join(abl.CFG_DIR, config), overrides, data_root,
+                                        work, 0, dict(head=[], tail=[]), 800, 800, 0, 128,
+                                        options=options, label_tree=tree)
+            if cfg.train_dataloader.dataset.type == 'MultiViewDataset':
+                raise ValueError(f'--grid-rows: row {name!r} samples two views per image; '
+                                 'time the one-view rows (the same crops per step)')
+            cfgs[name] = cfg
+    ds_cfg = copy.deepcopy(next(iter(cfgs.values())).train_dataloader.dataset)
+    dataset = DATASETS.build(ds_cfg)
+    torch.manual_seed(0)
+    return cfgs, pseudo_collate([dataset[i] for i in range(batch)])
 
 
 def run_variant(config, data_batch, device, iters):
@@ -162,6 +201,12 @@ def main(argv=None):
     parser.add_argument('--rhino', action='store_true', help='the RHINO rows')
     parser.add_argument('--mutdet', action='store_true',
                         help='MutDet pre-training step against a plain training step')
+    parser.add_argument('--grid-rows', nargs='+', default=None, metavar='ROW',
+                        help='rows of benchmarks/synthetic_ablation.py, as its grid trains them '
+                        '(ratios to the first)')
+    parser.add_argument('--data-root', default=None,
+                        help="with --grid-rows: the grid's hierarchical task (default: "
+                        'generated into a temporary directory)')
     parser.add_argument('--objects', type=int, default=24,
                         help='pseudo-boxes per image with --mutdet')
     args = parser.parse_args(argv)
@@ -174,7 +219,18 @@ def main(argv=None):
     init_default_scope('mmrotate')
     device = torch.device(args.device)
     rows = {}
-    if args.rhino:
+    if args.grid_rows:
+        with tempfile.TemporaryDirectory() as tmp:
+            data_root = args.data_root
+            if data_root is None:
+                import synthetic_ablation as abl
+                data_root = abl.bench_dataset(tmp, 'hierarchical')[0]
+            cfgs, data_batch = grid_rows(args.grid_rows, data_root, args.batch)
+        print(f'device {device}, grid rows on the hierarchical task, batch {args.batch} images '
+              f'of 128 px, {args.iters} iterations, torch threads {torch.get_num_threads()}')
+        for name, cfg in cfgs.items():
+            rows[name] = run_variant(cfg, data_batch, device, args.iters)
+    elif args.rhino:
         if args.paper:
             from published_speed import make_batch
             from mmengine.config import Config
