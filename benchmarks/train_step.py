@@ -73,17 +73,22 @@ VARIANTS = {
 }
 
 
-def smoke_batch(data_root, batch):
-    """The first ``batch`` training samples of the baseline smoke config (one view each)."""
-    from mmengine.config import Config
+def first_samples(ds_cfg, batch):
+    """The first ``batch`` samples of the dataset ``ds_cfg``, collated (seeded transforms)."""
     from mmengine.dataset import pseudo_collate
     from mmrotate.registry import DATASETS
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'synthetic', VARIANTS['baseline']))
-    ds_cfg = cfg.train_dataloader.dataset
-    ds_cfg.data_root = data_root
     dataset = DATASETS.build(ds_cfg)
     torch.manual_seed(0)
     return pseudo_collate([dataset[i] for i in range(batch)])
+
+
+def smoke_batch(data_root, batch):
+    """The first ``batch`` training samples of the baseline smoke config (one view each)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'synthetic', VARIANTS['baseline']))
+    ds_cfg = cfg.train_dataloader.dataset
+    ds_cfg.data_root = data_root
+    return first_samples(ds_cfg, batch)
 
 
 def build_model(config, device):
@@ -128,12 +133,13 @@ def grid_rows(rows, data_root, batch):
     """``{row: config}`` of ablation rows as the grid prepares them (hierarchical tree and
     task) and a batch of the first ``batch`` training images of the task at ``data_root``."""
     import bhcl.datasets  # noqa: F401
-    from mmengine.dataset import pseudo_collate
     from mmengine.registry import init_default_scope
-    from mmrotate.registry import DATASETS
+
+    from bhcl.datasets.synthetic import SyntheticConfig
     import synthetic_ablation as abl
     init_default_scope('mmrotate')
     tree = abl.task_tree('hierarchical')
+    task = SyntheticConfig.preset('hierarchical')   # the grid's images: count and size
     cfgs = {}
     with tempfile.TemporaryDirectory() as work:
         for name in rows:
@@ -142,16 +148,15 @@ def grid_rows(rows, data_root, batch):
                 raise ValueError(f'--grid-rows: row {name!r} reads a file '
                                  f'({", ".join(abl.files_used(name))}); time rows without one')
             cfg, _ = abl.prepare_config(osp.join(abl.CFG_DIR, config), overrides, data_root,
-                                        work, 0, dict(head=[], tail=[]), 800, 800, 0, 128,
-                                        options=options, label_tree=tree)
+                                        work, 0, dict(head=[], tail=[]), 800,
+                                        task.num_train, 0, task.img_size, options=options,
+                                        label_tree=tree)
             if cfg.train_dataloader.dataset.type == 'MultiViewDataset':
                 raise ValueError(f'--grid-rows: row {name!r} samples two views per image; '
                                  'time the one-view rows (the same crops per step)')
             cfgs[name] = cfg
     ds_cfg = copy.deepcopy(next(iter(cfgs.values())).train_dataloader.dataset)
-    dataset = DATASETS.build(ds_cfg)
-    torch.manual_seed(0)
-    return cfgs, pseudo_collate([dataset[i] for i in range(batch)])
+    return cfgs, first_samples(ds_cfg, batch)
 
 
 def run_variant(config, data_batch, device, iters):
@@ -226,8 +231,9 @@ def main(argv=None):
                 import synthetic_ablation as abl
                 data_root = abl.bench_dataset(tmp, 'hierarchical')[0]
             cfgs, data_batch = grid_rows(args.grid_rows, data_root, args.batch)
+        size = SyntheticConfig.preset('hierarchical').img_size
         print(f'device {device}, grid rows on the hierarchical task, batch {args.batch} images '
-              f'of 128 px, {args.iters} iterations, torch threads {torch.get_num_threads()}')
+              f'of {size} px, {args.iters} iterations, torch threads {torch.get_num_threads()}')
         for name, cfg in cfgs.items():
             rows[name] = run_variant(cfg, data_batch, device, args.iters)
     elif args.rhino:
