@@ -25,6 +25,11 @@ the grid (``--grid --variants ... --reference '+decoupling+BHCL, one view'``).
     python benchmarks/synthetic_ablation.py [--seeds 0 1 2] [--jobs 2]
         [--variants baseline ...] [--iters 800] [--lr 1e-3] [--work-dir DIR]
         [--out-dir DIR] [--reuse RESULTS_JSON] [--task bench|hierarchical]
+        [--reference ROW] [--pair ROW REFERENCE ...]
+
+``--pair ROW REFERENCE`` (repeatable) adds a paired table of two of the rows, neither of which
+need be ``--reference`` (the pre-training study pairs MutDet init with compute-matched
+scratch this way).
 
 The loss study of issue 30 (``--grid``): on the ``hierarchical`` task, views
 {1, 2} x loss {none, HCL, BHCL} on the decoupled OrientedFormer, its
